@@ -1,0 +1,1 @@
+"""mvee: a multi-variant execution environment for Linux x86 under ptrace."""

@@ -1,0 +1,5 @@
+import sys
+
+from mvee.cli import main
+
+sys.exit(main())

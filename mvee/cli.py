@@ -1,0 +1,147 @@
+"""Command line: `mvee run -n N -- PROG ARGS` and `mvee run --exe A --exe B -- PROG ARGS`.
+
+Exit statuses (also in README):
+  the program's own   verdict "ok" (128+N when the variants died of signal N)
+  2                   usage error
+  120                 alarm: divergence
+  121                 alarm: non-compliant variant (signal wait loop ran out)
+  122                 alarm: unsupported syscall or feature
+  125                 internal monitor error
+  126                 the program cannot be executed
+  127                 the program was not found
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+from mvee import report
+from mvee.monitor import Monitor, Outcome
+from mvee.variant import StartError, Variant, start
+
+EXIT_USAGE = 2
+EXIT_FOR_VERDICT = {"divergence": 120, "non-compliant": 121, "unsupported": 122, "error": 125}
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+MAX_VARIANTS = 16
+
+
+class UsageError(Exception):
+    pass
+
+
+class ProgramError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mvee", description="Run N variants of a program in lockstep under ptrace.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run variants of a program",
+                              usage="mvee run [-n N | --exe PATH ...] [--report FILE] -- PROG [ARGS...]")
+    run.add_argument("-n", "--variants", type=int, metavar="N",
+                     help=f"number of variants of PROG (2 to {MAX_VARIANTS}; default 2)")
+    run.add_argument("--exe", action="append", default=[], metavar="PATH",
+                     help="executable of one variant, once per variant (diversified builds); "
+                          "each runs with the argv given after --")
+    run.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="PROG and its arguments")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        options = build_parser().parse_args(argv)
+        executables, program_argv = _resolve(options)
+        _check_report_path(options.report)
+    except UsageError as error:
+        print(f"mvee: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProgramError as error:
+        print(f"mvee: {error}", file=sys.stderr)
+        return error.exit_code
+    return _run(executables, program_argv, options.report)
+
+
+def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
+    program_argv = list(options.argv)
+    if program_argv and program_argv[0] == "--":
+        program_argv.pop(0)
+    if not program_argv:
+        raise UsageError("no program given (usage: mvee run -n 2 -- PROG [ARGS...])")
+    if options.exe:
+        if options.variants is not None and options.variants != len(options.exe):
+            raise UsageError(f"-n {options.variants} conflicts with {len(options.exe)} --exe options")
+        executables = [_find_executable(path) for path in options.exe]
+    else:
+        executables = [_find_executable(program_argv[0])] * (options.variants or 2)
+    if not 2 <= len(executables) <= MAX_VARIANTS:
+        raise UsageError(f"the number of variants must be 2 to {MAX_VARIANTS}, not {len(executables)}")
+    return executables, program_argv
+
+
+def _find_executable(name: str) -> str:
+    path = name if "/" in name else shutil.which(name)
+    if path is None or not os.path.lexists(path):
+        raise ProgramError(f"{name}: program not found", EXIT_NOT_FOUND)
+    if os.path.isdir(path):
+        raise ProgramError(f"{name}: is a directory", EXIT_CANNOT_EXECUTE)
+    if not os.access(path, os.X_OK):
+        raise ProgramError(f"{name}: permission denied (not executable)", EXIT_CANNOT_EXECUTE)
+    return os.path.abspath(path)
+
+
+def _check_report_path(path: str | None) -> None:
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"report directory does not exist: {directory}")
+    if os.path.isdir(path):
+        raise UsageError(f"report path is a directory: {path}")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"report directory is not writable: {directory}")
+
+
+def _run(executables: list[str], program_argv: list[str], report_path: str | None) -> int:
+    variants: list[Variant] = []
+    monitor: Monitor | None = None
+    try:
+        for index, executable in enumerate(executables):
+            variants.append(start(index, executable, program_argv))
+        monitor = Monitor(variants)
+        outcome = monitor.run()
+    except StartError as error:
+        _kill(variants)
+        print(f"mvee: {error}", file=sys.stderr)
+        return EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXECUTE
+    except KeyboardInterrupt:
+        _kill(variants)
+        outcome = Outcome("error", "interrupted", None)
+    except Exception as error:  # a monitor bug must still end the variants and say so
+        _kill(variants)
+        outcome = Outcome("error", f"internal error: {type(error).__name__}: {error}", None,
+                          syscalls=monitor.syscalls if monitor else 0)
+    if outcome.verdict != "ok":
+        print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
+    if report_path:
+        report.write(report_path, report.build(outcome, variants))
+    if outcome.verdict == "ok" and outcome.exit_code is not None:
+        return outcome.exit_code
+    return EXIT_FOR_VERDICT.get(outcome.verdict, EXIT_FOR_VERDICT["error"])
+
+
+def _kill(variants: list[Variant]) -> None:
+    if variants:
+        Monitor(variants).kill_all()

@@ -1,0 +1,192 @@
+"""The one module that talks to ptrace, wrapping python-ptrace's raw binding.
+
+python-ptrace has no PTRACE_SEIZE, PTRACE_O_EXITKILL or PTRACE_GET_SYSCALL_INFO
+and decides the ABI from the tracer; here every request goes through its raw
+``ptrace()`` call, so another binding could replace it in this file alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from dataclasses import dataclass
+
+from ptrace.binding import func as _raw
+
+from mvee.abi import BY_AUDIT_ARCH, HOST, Abi
+
+PtraceError = _raw.PtraceError
+
+WALL = 0x40000000  # __WALL: wait for all children, os has no name for it
+
+PTRACE_TRACEME = 0
+PTRACE_PEEKUSER = 3
+PTRACE_POKEUSER = 6
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SETSIGINFO = 0x4203
+PTRACE_GET_SYSCALL_INFO = 0x420E
+
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_EXEC = 4
+
+SYSCALL_INFO_ENTRY = 1
+SYSCALL_INFO_EXIT = 2
+
+_SIGINFO_SIZE = 128
+_SYSCALL_INFO = struct.Struct("<B3xIQQ")  # op, arch, instruction_pointer, stack_pointer
+_ENTRY = struct.Struct("<Q6Q")
+_EXIT = struct.Struct("<qB")
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class SyscallStop:
+    """What PTRACE_GET_SYSCALL_INFO tells of a syscall-entry or -exit stop."""
+
+    op: int
+    abi: Abi
+    instruction_pointer: int
+    stack_pointer: int
+    nr: int = -1
+    args: tuple[int, ...] = ()
+    return_value: int = 0
+    is_error: bool = False
+
+
+def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    return _raw.ptrace(request, pid, addr & HOST.word_mask, data & HOST.word_mask)
+
+
+def traceme_and_die_with_parent() -> None:
+    """In a freshly forked child: become a tracee that dies with the monitor."""
+    _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    _call(PTRACE_TRACEME, 0)
+
+
+def set_options(pid: int) -> None:
+    options = (PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC
+               | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE)
+    _call(PTRACE_SETOPTIONS, pid, 0, options)
+
+
+def resume_to_syscall(pid: int, signal: int = 0) -> None:
+    """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`."""
+    _call(PTRACE_SYSCALL, pid, 0, signal)
+
+
+def cont(pid: int, signal: int = 0) -> None:
+    _call(PTRACE_CONT, pid, 0, signal)
+
+
+def syscall_info(pid: int) -> SyscallStop:
+    buffer = ctypes.create_string_buffer(88)
+    _call(PTRACE_GET_SYSCALL_INFO, pid, len(buffer), ctypes.addressof(buffer))
+    raw = buffer.raw
+    op, arch, ip, sp = _SYSCALL_INFO.unpack_from(raw)
+    abi = BY_AUDIT_ARCH[arch]
+    if op == SYSCALL_INFO_ENTRY:
+        nr, *args = _ENTRY.unpack_from(raw, _SYSCALL_INFO.size)
+        mask = abi.word_mask
+        return SyscallStop(op, abi, ip, sp, nr=nr, args=tuple(a & mask for a in args))
+    if op == SYSCALL_INFO_EXIT:
+        rval, is_error = _EXIT.unpack_from(raw, _SYSCALL_INFO.size)
+        return SyscallStop(op, abi, ip, sp, return_value=rval, is_error=bool(is_error))
+    return SyscallStop(op, abi, ip, sp)
+
+
+def peek_user(pid: int, register: str) -> int:
+    return _raw.ptrace(PTRACE_PEEKUSER, pid, HOST.user_offset(register), 0, check_errno=True)
+
+
+def poke_user(pid: int, register: str, value: int) -> None:
+    _call(PTRACE_POKEUSER, pid, HOST.user_offset(register), value)
+
+
+def get_regs(pid: int) -> bytes:
+    """All general registers, as the raw user_regs_struct of the monitor's ABI."""
+    buffer = ctypes.create_string_buffer(len(HOST.user_regs_fields) * HOST.word_size)
+    _call(PTRACE_GETREGS, pid, 0, ctypes.addressof(buffer))
+    return buffer.raw
+
+
+def set_regs(pid: int, regs: bytes) -> None:
+    buffer = ctypes.create_string_buffer(regs, len(regs))
+    _call(PTRACE_SETREGS, pid, 0, ctypes.addressof(buffer))
+
+
+def get_siginfo(pid: int) -> bytes:
+    buffer = ctypes.create_string_buffer(_SIGINFO_SIZE)
+    _call(PTRACE_GETSIGINFO, pid, 0, ctypes.addressof(buffer))
+    return buffer.raw
+
+
+def set_siginfo(pid: int, info: bytes) -> None:
+    buffer = ctypes.create_string_buffer(info, _SIGINFO_SIZE)
+    _call(PTRACE_SETSIGINFO, pid, 0, ctypes.addressof(buffer))
+
+
+def event_message(pid: int) -> int:
+    value = ctypes.c_ulong()
+    _call(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(value))
+    return value.value
+
+
+class Memory:
+    """A stopped tracee's address space through /proc/PID/mem.
+
+    One pread/pwrite per access; writes go through even to read-only pages,
+    which the wait-loop page relies on.
+    """
+
+    PAGE = 4096
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read(self, address: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        data = os.pread(self.fd, size, address)
+        if len(data) != size:
+            raise OSError(f"short read of {size} bytes at {address:#x}")
+        return data
+
+    def read_cstring(self, address: int, limit: int = 4096) -> bytes:
+        """A NUL-terminated string, read page by page so it never crosses into an unmapped page."""
+        out = b""
+        while len(out) < limit:
+            chunk = min(self.PAGE - (address % self.PAGE), limit - len(out))
+            data = os.pread(self.fd, chunk, address)
+            end = data.find(b"\0")
+            if end >= 0:
+                return out + data[:end]
+            if not data:
+                break
+            out += data
+            address += len(data)
+        return out
+
+    def write(self, address: int, data: bytes) -> None:
+        if data and os.pwrite(self.fd, data, address) != len(data):
+            raise OSError(f"short write of {len(data)} bytes at {address:#x}")

@@ -1,0 +1,59 @@
+"""The JSON report: verdict, variants and, for an alarm, each variant's view of the call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from typing import Any
+
+from mvee.monitor import Outcome
+from mvee.variant import Variant
+
+VERDICTS = ("ok", "divergence", "non-compliant", "unsupported", "error")
+
+
+def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "verdict": outcome.verdict,
+        "message": outcome.message,
+        "exit_code": outcome.exit_code,
+        "syscalls": outcome.syscalls,
+        "variants": [
+            {
+                "index": v.index,
+                "executable": v.executable,
+                "pid": v.pid,
+                "abi": v.abi_name or None,
+                "exit_status": v.exit_status,
+                "signal": signal.Signals(v.term_signal).name if v.term_signal else None,
+            }
+            for v in variants
+        ],
+    }
+    alarm = outcome.alarm
+    if alarm is not None:
+        first = alarm.calls[0] if alarm.calls else None
+        report["alarm"] = {
+            "kind": alarm.verdict,
+            "variant": alarm.variant,
+            "syscall": {"nr": first.nr, "name": first.name, "abi": first.abi.name} if first else None,
+            "views": [call.render() for call in alarm.calls],
+        }
+    report.update(outcome.details)
+    return report
+
+
+def write(path: str, report: dict[str, Any]) -> None:
+    """Write atomically: a reader (or a kill -9) never sees half a report."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".mvee-report-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

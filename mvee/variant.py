@@ -1,0 +1,122 @@
+"""Starting one variant under ptrace, stopped at its first instruction after exec."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from dataclasses import dataclass, field
+
+from mvee import ptrace_api
+from mvee.ptrace_api import Memory
+
+
+class StartError(Exception):
+    """The program could not be executed; carries the errno of the failed execve."""
+
+    def __init__(self, executable: str, errno: int) -> None:
+        super().__init__(f"cannot execute {executable}: {os.strerror(errno)}")
+        self.errno = errno
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    AT_ENTRY = "at syscall entry"
+    IN_SYSCALL = "in syscall"
+    EXITED = "exited"
+
+
+@dataclass
+class Variant:
+    index: int
+    executable: str
+    pid: int
+    memory: Memory
+    state: State = State.RUNNING
+    exit_status: int | None = None
+    term_signal: int | None = None
+    abi_name: str = ""
+    call: object = None  # the decoded mvee.engine.Call while AT_ENTRY
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not State.EXITED
+
+    def record_exit(self, status: int) -> None:
+        self.state = State.EXITED
+        if os.WIFEXITED(status):
+            self.exit_status = os.WEXITSTATUS(status)
+        else:
+            self.term_signal = os.WTERMSIG(status)
+        self.memory.close()
+
+    def termination(self) -> str:
+        if self.term_signal is not None:
+            return f"killed by {signal.Signals(self.term_signal).name}"
+        return f"exited with status {self.exit_status}"
+
+    def kill(self) -> None:
+        if self.alive:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                  signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def start(index: int, executable: str, argv: list[str]) -> Variant:
+    """Fork a child that execs `executable` under ptrace; return it stopped after exec.
+
+    The child reports a failed execve's errno through a close-on-exec pipe, as
+    subprocess does, so the monitor can say why a program did not start.
+    """
+    error_read, error_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only async-signal-safe work until execve
+        try:
+            os.close(error_read)
+            for signum in _RESET_SIGNALS:  # Python ignores SIGPIPE; a native run does not
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            ptrace_api.traceme_and_die_with_parent()
+            os.kill(os.getpid(), signal.SIGSTOP)
+            os.execv(executable, argv)
+        except OSError as error:
+            os.write(error_write, str(error.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(error_write)
+    try:
+        _, status = os.waitpid(pid, ptrace_api.WALL)
+        if not os.WIFSTOPPED(status):
+            raise StartError(executable, _read_errno(error_read))
+        ptrace_api.set_options(pid)
+        ptrace_api.cont(pid)
+        _, status = os.waitpid(pid, ptrace_api.WALL)
+        if os.WIFSTOPPED(status) and status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
+            return Variant(index, executable, pid, Memory(pid))
+        errno = _read_errno(error_read)
+        _kill_and_reap(pid)
+        raise StartError(executable, errno)
+    except BaseException:
+        _kill_and_reap(pid)
+        raise
+    finally:
+        os.close(error_read)
+
+
+def _read_errno(fd: int) -> int:
+    data = os.read(fd, 32)
+    return int(data) if data else 0
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, ptrace_api.WALL)
+    except (ProcessLookupError, ChildProcessError):
+        pass
