@@ -85,7 +85,8 @@ def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
             raise UsageError(f"-n {options.variants} conflicts with {len(options.exe)} --exe options")
         executables = [_find_executable(path) for path in options.exe]
     else:
-        executables = [_find_executable(program_argv[0])] * (options.variants or 2)
+        count = 2 if options.variants is None else options.variants
+        executables = [_find_executable(program_argv[0])] * count
     if not 2 <= len(executables) <= MAX_VARIANTS:
         raise UsageError(f"the number of variants must be 2 to {MAX_VARIANTS}, not {len(executables)}")
     return executables, program_argv

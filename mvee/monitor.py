@@ -49,7 +49,8 @@ class Monitor:
         self.variants = variants
         self.by_pid = {v.pid: v for v in variants}
         self.leader = variants[0]
-        self.syscalls = 0
+        self.syscalls = 0  # synchronised calls
+        self.local_syscalls = 0  # calls each variant ran at its own pace
 
     # --- the main loop ---
 
@@ -108,11 +109,16 @@ class Monitor:
         if stop_signal == SYSCALL_TRAP:
             info = ptrace_api.syscall_info(variant.pid)
             if info.op == ptrace_api.SYSCALL_INFO_ENTRY:
-                variant.state = State.AT_ENTRY
                 variant.abi_name = info.abi.name
-                variant.call = engine.decode(info.abi, info.nr, info.args, variant.memory)
-                return
-            ptrace_api.resume_to_syscall(variant.pid)  # the exit of an execve
+                call = engine.decode(info.abi, info.nr, info.args, variant.memory)
+                if call.spec and call.spec.policy_for(call.args) is Policy.LOCAL:
+                    self.local_syscalls += 1
+                else:
+                    variant.state = State.AT_ENTRY
+                    variant.call = call
+                    return
+            # The exit of a LOCAL call or of an execve: nothing to synchronise.
+            ptrace_api.resume_to_syscall(variant.pid)
         elif status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
             self._after_exec(variant)
         elif status >> 16:

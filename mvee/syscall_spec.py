@@ -17,6 +17,10 @@ class Policy(Enum):
     EACH = "each"  # every variant executes it and keeps its own result
     EACH_LEADER_RESULT = "each-leader-result"  # every variant executes it, all see the leader's result
     LEADER = "leader"  # the leader executes it; the others skip it and get its result and out-buffers
+    # Each variant runs it at its own pace, without a rendezvous or a comparison: it only
+    # changes the variant's own address space, which legitimately differs with the layout
+    # (CPython's allocator, for one, asks for memory depending on where arenas land).
+    LOCAL = "local"
     LEADER_FIRST = "leader-first"  # opens: leader first, then the others without O_CREAT/O_EXCL/O_TRUNC
     UNSUPPORTED = "unsupported"  # stops the run with an "unsupported" alarm
 
@@ -157,3 +161,11 @@ class Syscall:
     name: str
     args: tuple[Arg, ...]
     policy: Policy
+    # (argument, bits): the call is LOCAL when those bits are set in that argument
+    # (anonymous mmap), else it follows `policy` (file mappings are synchronised).
+    local_when: tuple[int, int] | None = None
+
+    def policy_for(self, args: tuple[int, ...]) -> Policy:
+        if self.local_when and args[self.local_when[0]] & self.local_when[1]:
+            return Policy.LOCAL
+        return self.policy

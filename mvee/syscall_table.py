@@ -37,9 +37,11 @@ EACH = Policy.EACH
 EACH_LEADER_RESULT = Policy.EACH_LEADER_RESULT
 LEADER = Policy.LEADER
 LEADER_FIRST = Policy.LEADER_FIRST
+LOCAL = Policy.LOCAL
 UNSUPPORTED = Policy.UNSUPPORTED
 
 AT_FD = Fd("dirfd")
+MAP_ANONYMOUS = 0x20
 
 # ioctl requests known to the monitor (asm-generic/ioctls.h); the third argument's kind.
 IOCTL_ARGUMENT = Depends("arg", on=1, cases={
@@ -170,17 +172,17 @@ TABLE: list[Syscall] = [
     Syscall("listxattr", (CString("path"), OutBuffer("list", 2), Int("size")), LEADER),
     Syscall("llistxattr", (CString("path"), OutBuffer("list", 2), Int("size")), LEADER),
     Syscall("flistxattr", (Fd("fd"), OutBuffer("list", 2), Int("size")), LEADER),
-    # --- memory: each variant shapes its own address space ---
-    Syscall("brk", (Addr("addr"),), EACH),
+    # --- memory: each variant shapes its own address space, at its own pace ---
+    Syscall("brk", (Addr("addr"),), LOCAL),
     Syscall("mmap", (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"),
-                     Int("offset")), EACH),
+                     Int("offset")), EACH, local_when=(3, MAP_ANONYMOUS)),
     Syscall("mmap2", (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"),
-                      Int("pgoffset")), EACH),
-    Syscall("munmap", (Addr("addr"), Int("length")), EACH),
-    Syscall("mprotect", (Addr("addr"), Int("length"), Flags("prot")), EACH),
-    Syscall("madvise", (Addr("addr"), Int("length"), Int("advice")), EACH),
+                      Int("pgoffset")), EACH, local_when=(3, MAP_ANONYMOUS)),
+    Syscall("munmap", (Addr("addr"), Int("length")), LOCAL),
+    Syscall("mprotect", (Addr("addr"), Int("length"), Flags("prot")), LOCAL),
+    Syscall("madvise", (Addr("addr"), Int("length"), Int("advice")), LOCAL),
     Syscall("mremap", (Addr("old_address"), Int("old_size"), Int("new_size"), Flags("flags"),
-                       Addr("new_address")), EACH),
+                       Addr("new_address")), LOCAL),
     # --- the process itself ---
     Syscall("arch_prctl", (Int("code"), Ignored("addr")), EACH),
     Syscall("set_thread_area", (Ignored("u_info"),), EACH),

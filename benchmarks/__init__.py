@@ -1,0 +1,1 @@
+"""Benchmarks of mvee-lab (measurements, not tests): see bench_overhead."""

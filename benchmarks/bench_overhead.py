@@ -1,0 +1,446 @@
+"""Overhead benchmark (issue 2): native runs against `mvee run -n 2`.
+
+Two workloads, each timed as the median wall time of several runs:
+
+* CPU-bound: ``gzip -9c`` of a generated file (default 50 MB) to /dev/null.
+  Target: mvee <= 1.10x native.
+* Syscall-heavy: a C program doing N one-byte writes to /dev/null (default
+  200,000). From it the monitor's cost per syscall round trip, next to two
+  floors measured in the same run on the same program: a minimal ptrace loop in
+  C (the absolute floor) and one in Python with ``ptrace.binding`` and
+  ``os.waitpid`` (the fair floor for a Python monitor). Target: within 3x of the
+  Python floor.
+
+Per-syscall cost of a tracer = (traced wall time - native wall time) / syscalls,
+where syscalls is the count the tracer saw (the monitor's report for mvee).
+A second figure subtracts a run of the same program with 0 writes from both
+sides, so start-up (the monitor's Python start-up, the dynamic loader) drops
+out: that is the marginal cost of one more write.
+
+Run: ``scripts/bench_overhead [--runs N] [--quick] [--json PATH] ...``
+This is a measurement, not a test: it prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptrace import binding
+
+HERE = Path(__file__).resolve().parent
+PROGRAMS = HERE / "programs"
+REPO = HERE.parent
+DEFAULT_JSON = HERE / "results" / "overhead.json"
+
+WALL = 0x40000000  # __WALL
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_EXITKILL = 0x100000
+SYSCALL_TRAP = signal.SIGTRAP | 0x80
+
+CPU_TARGET = 1.10
+FLOOR_TARGET = 3.0
+VARIANTS = 2
+
+
+class BenchError(Exception):
+    """Aborts the benchmark with one line on stderr."""
+
+
+# --- measurements ---
+
+
+@dataclass
+class Timing:
+    """Wall times of repeated runs of one command."""
+
+    label: str
+    samples: list[float] = field(default_factory=list)
+    syscalls: int | None = None  # as counted by the tracer, when there is one
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+@dataclass
+class TracerCost:
+    """One tracer's cost per syscall round trip (entry + exit stops) on the write program."""
+
+    tracer: str
+    traced_s: float
+    native_s: float
+    syscalls: int
+    whole_run_us: float  # (traced - native) / syscalls
+    marginal_us: float  # same with the 0-write run subtracted on both sides, divided by the writes
+
+
+def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) -> float:
+    """Wall time of one run of `command`; any failure aborts the benchmark."""
+    start = time.perf_counter()
+    result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(command)} exited with {result.returncode}: "
+                         f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    return elapsed
+
+
+def mvee_command(argv: Sequence[str], report: Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "mvee", "run", "-n", str(VARIANTS)]
+    if report is not None:
+        command += ["--report", str(report)]
+    return command + ["--", *argv]
+
+
+def timed_mvee(argv: Sequence[str], report: Path) -> tuple[float, int]:
+    """Wall time of one mvee run and the number of syscalls its report counts."""
+    elapsed = timed(mvee_command(argv, report))
+    data = json.loads(report.read_text())
+    if data.get("verdict") != "ok":
+        raise BenchError(f"mvee verdict {data.get('verdict')!r} for {argv}: {data.get('message')}")
+    return elapsed, int(data.get("syscalls", 0))
+
+
+def timed_c_tracer(tracer: Path, argv: Sequence[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    result = subprocess.run([str(tracer), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            check=False, text=True)
+    elapsed = time.perf_counter() - start
+    stops = [line for line in result.stderr.splitlines() if line.startswith("stops ")]
+    if result.returncode != 0 or not stops:
+        raise BenchError(f"C tracer failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+    return elapsed, (int(stops[-1].split()[1]) + 1) // 2
+
+
+def timed_python_tracer(argv: Sequence[str]) -> tuple[float, int]:
+    """The fair floor: fork, PTRACE_TRACEME, exec, then PTRACE_SYSCALL + os.waitpid until exit.
+
+    Runs in this process (no interpreter start-up), one ptrace call and one
+    waitpid per stop, as little Python as a loop can have.
+    """
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the tracee
+        try:
+            binding.ptrace_traceme()
+            os.execv(argv[0], list(argv))
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, WALL)  # the exec SIGTRAP
+    binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
+    stops = 0
+    deliver = 0
+    while True:
+        binding.ptrace_syscall(pid, deliver)
+        _, status = os.waitpid(pid, WALL)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            break
+        deliver = 0
+        if os.WSTOPSIG(status) == SYSCALL_TRAP:
+            stops += 1
+        else:
+            deliver = os.WSTOPSIG(status)
+    elapsed = time.perf_counter() - start
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        raise BenchError(f"Python tracer: tracee ended with status {status:#x}")
+    return elapsed, (stops + 1) // 2
+
+
+# --- inputs ---
+
+
+def compile_program(name: str, workdir: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise BenchError("gcc not found: it builds the benchmark's C programs")
+    output = workdir / name
+    result = subprocess.run([gcc, "-O2", "-Wall", "-o", str(output), str(PROGRAMS / f"{name}.c")],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"compiling {name}.c failed: {result.stderr.strip()}")
+    return output
+
+
+def generate_input(path: Path, size_mb: int, seed: int = 2) -> None:
+    """Deterministic mixed data: mostly word text (compressible), some random bytes (not)."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choices(letters, k=rng.randint(2, 11))) for _ in range(5000)]
+    chunk = 64 * 1024
+    remaining = size_mb * 1024 * 1024
+    with path.open("wb") as out:
+        while remaining > 0:
+            size = min(chunk, remaining)
+            if rng.random() < 0.1:
+                data = rng.randbytes(size)
+            else:
+                data = " ".join(rng.choices(words, k=size // 5)).encode()[:size]
+                data = data.ljust(size, b"\n")
+            out.write(data)
+            remaining -= size
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while block := data.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- the two workloads ---
+
+
+def verify_gzip(gzip: str, source: Path, workdir: Path) -> str:
+    """Compress once natively and once under mvee into files; abort unless identical."""
+    native_out, mvee_out = workdir / "native.gz", workdir / "mvee.gz"
+    with native_out.open("wb") as out:
+        timed([gzip, "-9c", str(source)], stdout=out.fileno())
+    with mvee_out.open("wb") as out:
+        timed(mvee_command([gzip, "-9c", str(source)]), stdout=out.fileno())
+    native_sum, mvee_sum = sha256_of(native_out), sha256_of(mvee_out)
+    if native_sum != mvee_sum:
+        raise BenchError(f"gzip output under mvee differs from native: sha256 {mvee_sum} != {native_sum}")
+    native_out.unlink()
+    mvee_out.unlink()
+    return native_sum
+
+
+def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    gzip = shutil.which("gzip")
+    if gzip is None:
+        raise BenchError("gzip not found")
+    source = workdir / "input.txt"
+    progress(f"generating {options.size_mb} MB of input")
+    generate_input(source, options.size_mb)
+    progress("verifying gzip output under mvee (sha256)")
+    digest = verify_gzip(gzip, source, workdir)
+    argv = [gzip, "-9c", str(source)]
+    report = workdir / "report-gzip.json"
+    native, traced = Timing("native"), Timing("mvee")
+    for run in range(options.runs):  # interleaved, so drifting machine load hits both alike
+        progress(f"gzip run {run + 1}/{options.runs}")
+        native.samples.append(timed(argv))
+        elapsed, traced.syscalls = timed_mvee(argv, report)
+        traced.samples.append(elapsed)
+    return {
+        "workload": f"gzip -9c {options.size_mb} MB",
+        "native": summary(native),
+        "mvee": summary(traced),
+        "ratio": traced.median / native.median,
+        "target": CPU_TARGET,
+        "output_sha256": digest,
+    }
+
+
+def tracer_cost(name: str, full: Timing, empty: Timing, native_full: Timing, native_empty: Timing,
+                writes: int) -> TracerCost:
+    assert full.syscalls is not None
+    extra = (full.median - empty.median) - (native_full.median - native_empty.median)
+    return TracerCost(
+        tracer=name,
+        traced_s=full.median,
+        native_s=native_full.median,
+        syscalls=full.syscalls,
+        whole_run_us=(full.median - native_full.median) / full.syscalls * 1e6,
+        marginal_us=extra / writes * 1e6 if writes else float("nan"),
+    )
+
+
+def bench_syscalls(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    program = compile_program("writes", workdir)
+    c_tracer = compile_program("min_tracer", workdir)
+    report = workdir / "report-writes.json"
+    measures: dict[str, Callable[[list[str]], tuple[float, int | None]]] = {
+        "native": lambda argv: (timed(argv), None),
+        "mvee": lambda argv: timed_mvee(argv, report),
+        "c": lambda argv: timed_c_tracer(c_tracer, argv),
+        "python": timed_python_tracer,
+    }
+    counts = (options.writes, 0)
+    timings = {key: {count: Timing(key) for count in counts} for key in measures}
+    for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
+        progress(f"writes run {run + 1}/{options.runs}: native, mvee -n {VARIANTS}, C floor, Python floor")
+        for count in counts:
+            argv = [str(program), str(count)]
+            for key, measure in measures.items():
+                elapsed, syscalls = measure(argv)
+                timings[key][count].samples.append(elapsed)
+                timings[key][count].syscalls = syscalls
+    return syscall_results(timings, options.writes)
+
+
+def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[str, Any]:
+    native = timings["native"]
+    names = {"mvee": f"mvee run -n {VARIANTS}", "python": "Python minimal loop (fair floor)",
+             "c": "C minimal loop (absolute floor)"}
+    costs = {key: tracer_cost(name, timings[key][writes], timings[key][0], native[writes], native[0], writes)
+             for key, name in names.items()}
+    monitor = costs["mvee"]
+    return {
+        "workload": f"{writes} writes",
+        "native": summary(native[writes]),
+        "mvee": summary(timings["mvee"][writes]),
+        "ratio": timings["mvee"][writes].median / native[writes].median,
+        "zero_write_runs": {key: summary(by_count[0]) for key, by_count in timings.items()},
+        "per_syscall": {key: asdict(cost) for key, cost in costs.items()},
+        "monitor_vs_python_floor": monitor.marginal_us / costs["python"].marginal_us,
+        "monitor_vs_c_floor": monitor.marginal_us / costs["c"].marginal_us,
+        "monitor_vs_python_floor_whole_run": monitor.whole_run_us / costs["python"].whole_run_us,
+        "monitor_vs_c_floor_whole_run": monitor.whole_run_us / costs["c"].whole_run_us,
+        "floor_target": FLOOR_TARGET,
+    }
+
+
+def summary(timing: Timing) -> dict[str, Any]:
+    return asdict(timing) | {"median": timing.median}
+
+
+# --- output ---
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "gzip": first_line([shutil.which("gzip") or "gzip", "--version"]),
+        "gcc": first_line([shutil.which("gcc") or "gcc", "--version"]),
+        "mvee_commit": first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def first_line(command: list[str]) -> str | None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    lines = result.stdout.splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else None
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def verdict(value: float, target: float) -> str:
+    return "ok" if value <= target else "MISSED"
+
+
+def render(results: dict[str, Any]) -> str:
+    cpu, sys_ = results["cpu_bound"], results["syscall_heavy"]
+    workloads = [["workload", "native s", f"mvee -n {VARIANTS} s", "ratio", "target", "result"]]
+    workloads.append([cpu["workload"], f"{cpu['native']['median']:.3f}", f"{cpu['mvee']['median']:.3f}",
+                      f"{cpu['ratio']:.2f}x", f"<= {CPU_TARGET:.2f}x", verdict(cpu["ratio"], CPU_TARGET)])
+    workloads.append([sys_["workload"], f"{sys_['native']['median']:.3f}", f"{sys_['mvee']['median']:.3f}",
+                      f"{sys_['ratio']:.1f}x", "see below", ""])
+    costs = [["tracer (same write program)", "traced s", "syscalls", "us/syscall", "us/syscall marginal",
+              "mvee / this"]]
+    monitor = sys_["per_syscall"]["mvee"]
+    for cost in sys_["per_syscall"].values():
+        costs.append([cost["tracer"], f"{cost['traced_s']:.3f}", str(cost["syscalls"]),
+                      f"{cost['whole_run_us']:.1f}", f"{cost['marginal_us']:.1f}",
+                      f"{monitor['marginal_us'] / cost['marginal_us']:.2f}x"])
+    ratio = sys_["monitor_vs_python_floor"]
+    floor_line = (f"monitor vs Python floor (marginal): {ratio:.2f}x, target <= {FLOOR_TARGET:.0f}x: "
+               f"{verdict(ratio, FLOOR_TARGET)}; vs C floor: {sys_['monitor_vs_c_floor']:.2f}x")
+    machine = results["machine"]
+    header = (f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
+              f"Python {machine['python']}, median of {results['runs']} runs")
+    return "\n\n".join([header, table(workloads), table(costs), floor_line])
+
+
+def progress(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench_overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement, median taken (3)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file ({DEFAULT_JSON})")
+    parser.add_argument("--size-mb", type=int, default=None, help="gzip input size in MB (50)")
+    parser.add_argument("--writes", type=int, default=None, help="writes of the syscall workload (200000)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and 1 run, for smoke checks")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin the benchmark and everything it runs to this CPU (default: unpinned)")
+    options = parser.parse_args(argv)
+    quick = options.quick
+    options.runs = options.runs if options.runs is not None else (1 if quick else 3)
+    options.size_mb = options.size_mb if options.size_mb is not None else (2 if quick else 50)
+    options.writes = options.writes if options.writes is not None else (5000 if quick else 200000)
+    if options.runs < 1 or options.size_mb < 1 or options.writes < 1:
+        parser.error("--runs, --size-mb and --writes must be at least 1")
+    return options
+
+
+def run(options: argparse.Namespace) -> dict[str, Any]:
+    if options.cpu is not None:
+        os.sched_setaffinity(0, {options.cpu})
+    with tempfile.TemporaryDirectory(prefix="mvee-bench-") as temporary:
+        workdir = Path(temporary)
+        results: dict[str, Any] = {
+            "machine": machine_facts(),
+            "runs": options.runs,
+            "pinned_cpu": options.cpu,
+            "quick": options.quick,
+        }
+        results["cpu_bound"] = bench_cpu(options, workdir)
+        results["syscall_heavy"] = bench_syscalls(options, workdir)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        results = run(options)
+    except BenchError as error:
+        print(f"bench_overhead: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"bench_overhead: {error}", file=sys.stderr)
+        return 1
+    print(render(results))
+    options.json.parent.mkdir(parents=True, exist_ok=True)
+    options.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nJSON written to {options.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
