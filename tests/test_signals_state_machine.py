@@ -1,0 +1,216 @@
+"""The signal algorithm without ptrace: events in, decisions out."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from mvee.signals import (
+    Deliver,
+    Disposition,
+    Hold,
+    NonCompliant,
+    Park,
+    Proceed,
+    Release,
+    Resend,
+    SignalCoordinator,
+    Suppress,
+)
+
+ALRM, USR1, USR2 = signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2
+RT = 40  # a real-time signal
+
+
+def coordinator(variants: int, policy: str = "sync", handled: tuple[int, ...] = (ALRM, USR1, USR2, RT)
+                ) -> SignalCoordinator:
+    machine = SignalCoordinator(variants, policy)
+    for signum in handled:
+        machine.set_disposition(signum, Disposition.HANDLER)
+    return machine
+
+
+def info(tag: int) -> bytes:
+    return bytes([tag]) * 128
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGCHLD])
+def test_signals_without_a_handler_are_delivered_at_once(signum: int) -> None:
+    machine = coordinator(3, handled=())
+    assert machine.on_signal(1, signum, info(1), 0.0) == [Deliver(1, signum)]
+    assert machine.current is None
+
+
+def test_ignored_signals_are_delivered_at_once() -> None:
+    machine = coordinator(2)
+    machine.set_disposition(USR1, Disposition.IGNORE)
+    assert machine.on_signal(0, USR1, info(0), 0.0) == [Deliver(0, USR1)]
+
+
+def test_faults_are_delivered_at_once_even_with_a_handler() -> None:
+    machine = coordinator(2, handled=(signal.SIGSEGV,))
+    assert machine.on_signal(0, signal.SIGSEGV, info(0), 0.0, fault=True) == [Deliver(0, signal.SIGSEGV)]
+    # The same signal sent by kill() is asynchronous: held.
+    assert machine.on_signal(0, signal.SIGSEGV, info(0), 0.0) != [Deliver(0, signal.SIGSEGV)]
+
+
+def test_two_variants_first_holder_parks_the_other_at_its_syscall() -> None:
+    machine = coordinator(2)
+    # One of two is half: the other is parked as soon as it reaches a syscall.
+    assert machine.on_signal(0, ALRM, info(0), 1.0) == [Hold(0)]
+    assert machine.on_syscall_entry(1, 1.1) == [Park(1)]
+    assert machine.on_signal(1, ALRM, info(1), 1.3) == [Release(0, ALRM, info(0), False),
+                                                       Release(1, ALRM, info(1), True)]
+    assert machine.delays == [pytest.approx(0.3)]
+    assert machine.current is None
+
+
+def test_a_variant_already_waiting_at_a_syscall_is_parked_when_the_signal_comes() -> None:
+    machine = coordinator(2)
+    assert machine.on_syscall_entry(1, 0.0) == [Proceed(1)]
+    assert machine.on_signal(0, ALRM, info(0), 0.5) == [Park(1)]
+
+
+def test_both_receive_while_running_release_without_a_loop() -> None:
+    machine = coordinator(2)
+    machine.on_signal(1, ALRM, info(1), 0.0)
+    decisions = machine.on_signal(0, ALRM, info(0), 0.001)
+    assert decisions == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(1), False)]
+
+
+@pytest.mark.parametrize("variants,needed", [(2, 1), (3, 2), (4, 2), (5, 3)])
+def test_majority_rule(variants: int, needed: int) -> None:
+    machine = coordinator(variants)
+    for index in range(needed - 1):
+        assert machine.on_signal(index, ALRM, info(index), 0.0) == [Hold(index)]
+    # Below half: a variant at a syscall is not parked, it proceeds.
+    if needed > 1:
+        assert machine.on_syscall_entry(variants - 1, 0.0) == [Proceed(variants - 1)]
+    decisions = machine.on_signal(needed - 1, ALRM, info(needed - 1), 0.0)
+    if needed > 1:
+        assert Park(variants - 1) in decisions  # reached half: the waiting one is parked
+    for index in range(needed, variants - 1):
+        assert machine.on_syscall_entry(index, 0.0) == [Park(index)]
+
+
+def test_rule_6_minority_is_set_aside_then_resent_once_half_have_it() -> None:
+    machine = coordinator(3)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Hold(0)]
+    assert machine.on_syscall_entry(1, 0.1) == [Proceed(1)]
+    # The last one reaches a syscall with only 1 of 3 holding: variant 0 resumes without it.
+    assert machine.on_syscall_entry(2, 0.2) == [Suppress(0), Proceed(2)]
+    assert machine.current is None
+    assert machine.variants[0].has_pending(ALRM)
+    # The syscall executes; everyone runs on.
+    for index in range(3):
+        machine.on_resumed(index)
+    # Variant 1 gets its own: 2 of 3 now (one pending, one held): variant 0 gets it again.
+    assert machine.on_signal(1, ALRM, info(1), 0.5) == [Resend(0, ALRM)]
+    assert machine.on_signal(0, ALRM, info(99), 0.6) == [Hold(0)]
+    assert machine.on_syscall_entry(2, 0.7) == [Park(2)]
+    decisions = machine.on_signal(2, ALRM, info(2), 0.8)
+    # Variant 0 is released with the siginfo of its first instance, not the re-sent one.
+    assert decisions == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(1), False),
+                         Release(2, ALRM, info(2), True)]
+    assert machine.delays == [pytest.approx(0.8)]  # from the first stop, 0.0
+    assert not any(v.pending for v in machine.variants)
+
+
+def test_a_pending_variant_waiting_at_a_syscall_is_parked_and_resent() -> None:
+    machine = coordinator(3)
+    machine.on_signal(0, ALRM, info(0), 0.0)
+    machine.on_syscall_entry(1, 0.0)
+    machine.on_syscall_entry(2, 0.0)  # rule 6: 0 set aside
+    machine.on_syscall_entry(0, 0.0)  # all three at the syscall, 0 with ALRM pending
+    machine.on_resumed(0)
+    machine.on_resumed(1)
+    machine.on_resumed(2)
+    machine.on_syscall_entry(0, 1.0)
+    assert machine.on_signal(1, ALRM, info(1), 1.0) == [Park(0), Resend(0, ALRM)]
+
+
+def test_standard_signals_coalesce_real_time_signals_queue() -> None:
+    machine = coordinator(2)
+    machine.on_signal(0, ALRM, info(0), 0.0)  # in flight: what comes next is set aside
+    for signum in (USR1, USR1, RT, RT):
+        assert machine.on_signal(1, signum, info(1), 0.0) == [Suppress(1)]
+    pending = [p.signum for p in machine.variants[1].pending]
+    assert pending.count(USR1) == 1 and pending.count(RT) == 2
+
+
+def test_a_second_signal_is_set_aside_while_one_is_in_flight_and_goes_next() -> None:
+    machine = coordinator(2)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Hold(0)]
+    assert machine.on_signal(1, USR1, info(1), 0.1) == [Suppress(1)]
+    assert machine.on_syscall_entry(1, 0.2) == [Park(1)]
+    decisions = machine.on_signal(1, ALRM, info(2), 0.3)
+    # ALRM goes to both; then USR1, pending in variant 1 (half of two), starts: re-sent.
+    assert decisions == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(2), True),
+                         Resend(1, USR1)]
+    assert machine.current == USR1
+    assert machine.on_signal(1, USR1, info(7), 0.4) == [Hold(1)]
+    assert machine.on_syscall_entry(0, 0.5) == [Park(0)]
+    assert machine.on_signal(0, USR1, info(8), 0.6) == [Release(0, USR1, info(8), True),
+                                                       Release(1, USR1, info(1), False)]
+
+
+def test_real_time_instances_are_delivered_one_by_one() -> None:
+    machine = coordinator(2)
+    machine.on_signal(0, RT, info(1), 0.0)
+    assert machine.on_signal(1, RT, info(2), 0.0) == [Release(0, RT, info(1), False),
+                                                     Release(1, RT, info(2), False)]
+    # The kernel queued a second instance in variant 0: a new round.
+    assert machine.on_signal(0, RT, info(3), 0.1) == [Hold(0)]
+    assert machine.current == RT
+
+
+def test_loop_timeout_is_non_compliance_naming_the_signal() -> None:
+    machine = coordinator(2)
+    machine.on_signal(0, USR1, info(0), 0.0)
+    assert machine.on_syscall_entry(1, 0.0) == [Park(1)]
+    assert machine.on_loop_timeout(1) == [NonCompliant(1, USR1)]
+
+
+def test_an_exiting_variant_unblocks_the_others() -> None:
+    machine = coordinator(3)
+    machine.on_signal(0, ALRM, info(0), 0.0)
+    machine.on_signal(1, ALRM, info(1), 0.0)
+    assert machine.on_exit(2, 0.1) == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(1), False)]
+
+
+def test_sa_resethand_makes_the_next_instance_immediate() -> None:
+    machine = coordinator(2, handled=())
+    machine.set_disposition(USR1, Disposition.HANDLER, flags=0x80000000)
+    machine.on_signal(0, USR1, info(0), 0.0)
+    machine.on_signal(1, USR1, info(1), 0.0)
+    assert machine.on_signal(0, USR1, info(0), 0.1) == [Deliver(0, USR1)]
+
+
+def test_exec_resets_handlers() -> None:
+    machine = coordinator(2)
+    machine.exec_happened()
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Deliver(0, ALRM)]
+
+
+def test_at_syscall_policy_sets_everything_aside_until_a_rendezvous() -> None:
+    machine = coordinator(2, policy="at-syscall")
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    assert machine.on_syscall_entry(0, 0.1) == [Proceed(0)]
+    assert machine.on_syscall_entry(1, 0.2) == [Proceed(1)]
+    assert machine.on_rendezvous(0.2) == []  # only variant 0 has it
+    for index in range(2):
+        machine.on_resumed(index)
+    assert machine.on_signal(1, ALRM, info(1), 0.3) == [Suppress(1)]
+    machine.on_syscall_entry(0, 0.5)
+    machine.on_syscall_entry(1, 0.5)
+    assert machine.on_rendezvous(0.5) == [Park(0), Resend(0, ALRM), Park(1), Resend(1, ALRM)]
+    assert machine.on_signal(0, ALRM, info(5), 0.6) == [Hold(0)]
+    assert machine.on_signal(1, ALRM, info(6), 0.7) == [Release(0, ALRM, info(0), True),
+                                                       Release(1, ALRM, info(1), True)]
+    assert machine.delays == [pytest.approx(0.7)]
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError):
+        SignalCoordinator(2, "sometimes")
