@@ -344,6 +344,8 @@ def machine_facts() -> dict[str, Any]:
         "gzip": first_line([shutil.which("gzip") or "gzip", "--version"]),
         "gcc": first_line([shutil.which("gcc") or "gcc", "--version"]),
         "mvee_commit": first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
+        "mvee_uncommitted_changes": first_line(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                                "mvee"]) is not None,
     }
 
 

@@ -19,8 +19,8 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from mvee import report
-from mvee.monitor import Monitor, Outcome
+from mvee import report, waitloop
+from mvee.monitor import Monitor, MonitorOptions, Outcome
 from mvee.variant import StartError, Variant, start
 
 EXIT_USAGE = 2
@@ -28,6 +28,7 @@ EXIT_FOR_VERDICT = {"divergence": 120, "non-compliant": 121, "unsupported": 122,
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 MAX_VARIANTS = 16
+DEFAULT_WAIT_MS = 1000.0
 
 
 class UsageError(Exception):
@@ -56,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="executable of one variant, once per variant (diversified builds); "
                           "each runs with the argv given after --")
     run.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
+    run.add_argument("--signal-policy", choices=("sync", "at-syscall"), default="sync",
+                     help="sync: semi-synchronous delivery with the wait loop (default); "
+                          "at-syscall: hold every signal until all variants meet at a syscall")
+    run.add_argument("--loop-trap", choices=("auto", "int80", "syscall"), default="auto",
+                     help="how the wait loop traps back when it runs out (default: int80 where "
+                          "the kernel has IA-32 emulation, else syscall)")
+    timeout = run.add_mutually_exclusive_group()
+    timeout.add_argument("--wait-loop-ms", type=float, metavar="MS",
+                         help=f"wait-loop timeout, calibrated on this machine (default {DEFAULT_WAIT_MS:g})")
+    timeout.add_argument("--wait-loop-iterations", type=int, metavar="N",
+                         help="wait-loop timeout as a fixed iteration count (Orchestra: 1000000000)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="PROG and its arguments")
     return parser
 
@@ -65,13 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = build_parser().parse_args(argv)
         executables, program_argv = _resolve(options)
         _check_report_path(options.report)
+        monitor_options = _monitor_options(options)
     except UsageError as error:
         print(f"mvee: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ProgramError as error:
         print(f"mvee: {error}", file=sys.stderr)
         return error.exit_code
-    return _run(executables, program_argv, options.report)
+    return _run(executables, program_argv, options.report, monitor_options)
 
 
 def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -90,6 +103,21 @@ def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
     if not 2 <= len(executables) <= MAX_VARIANTS:
         raise UsageError(f"the number of variants must be 2 to {MAX_VARIANTS}, not {len(executables)}")
     return executables, program_argv
+
+
+def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
+    if options.wait_loop_iterations is not None:
+        if not 1 <= options.wait_loop_iterations < 2**32:
+            raise UsageError("--wait-loop-iterations must be 1 to 4294967295")
+        iterations, milliseconds = options.wait_loop_iterations, None
+    else:
+        milliseconds = DEFAULT_WAIT_MS if options.wait_loop_ms is None else options.wait_loop_ms
+        if not 0 < milliseconds <= 3_600_000:
+            raise UsageError("--wait-loop-ms must be above 0 and at most 3600000")
+        iterations = min(2**32 - 1, max(1, round(milliseconds * waitloop.iterations_per_ms())))
+    return MonitorOptions(signal_policy=options.signal_policy,
+                          loop_trap=waitloop.choose_trap(options.loop_trap),
+                          wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 
 
 def _find_executable(name: str) -> str:
@@ -115,13 +143,14 @@ def _check_report_path(path: str | None) -> None:
         raise UsageError(f"report directory is not writable: {directory}")
 
 
-def _run(executables: list[str], program_argv: list[str], report_path: str | None) -> int:
+def _run(executables: list[str], program_argv: list[str], report_path: str | None,
+         options: MonitorOptions) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
     try:
         for index, executable in enumerate(executables):
             variants.append(start(index, executable, program_argv))
-        monitor = Monitor(variants)
+        monitor = Monitor(variants, options)
         outcome = monitor.run()
     except StartError as error:
         _kill(variants)

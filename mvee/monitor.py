@@ -4,22 +4,43 @@ Variants run freely between syscalls. When every live variant stopped at a
 syscall entry, the engine compares their calls; a difference stops everything
 before the call executes in any of them. An agreed call executes according to
 its policy (mvee.syscall_spec.Policy), then all variants are released together.
+Signal stops go to mvee.signals, whose decisions mvee.signal_executor carries out.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import statistics
+import time
 from dataclasses import dataclass, field
 
 from mvee import engine, ptrace_api
 from mvee.engine import Call
 from mvee.ptrace_api import Memory, SyscallStop
-from mvee.syscall_spec import Flags, Policy
+from mvee.signal_executor import RESTART_CODES, InjectionError, SignalExecutor
+from mvee.signals import (
+    FAULT_SIGNALS,
+    Decision,
+    Deliver,
+    Disposition,
+    Hold,
+    NonCompliant,
+    Park,
+    Proceed,
+    Release,
+    Resend,
+    SignalCoordinator,
+    Suppress,
+)
+from mvee.stops import StopWaiter
+from mvee.syscall_spec import Flags, Policy, SigAction
 from mvee.variant import State, Variant
 
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
+EPIPE = 32
 _OPEN_FLAGS_ONLY_ONCE = 0o100 | 0o200 | 0o1000  # O_CREAT | O_EXCL | O_TRUNC
+_ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Alarm(Exception):
@@ -44,17 +65,32 @@ class Outcome:
     details: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MonitorOptions:
+    signal_policy: str = "sync"
+    loop_trap: str = "int80"  # resolved: "int80" or "syscall"
+    wait_loop_iterations: int = 1_000_000_000
+    wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
+
+
 class Monitor:
-    def __init__(self, variants: list[Variant]) -> None:
+    def __init__(self, variants: list[Variant], options: MonitorOptions | None = None) -> None:
+        self.options = options or MonitorOptions()
         self.variants = variants
         self.by_pid = {v.pid: v for v in variants}
         self.leader = variants[0]
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
+        self.signals = SignalCoordinator(len(variants), self.options.signal_policy)
+        self.executor = SignalExecutor(self.options.loop_trap, self.options.wait_loop_iterations,
+                                       self._wait_for_exit)
+        self.ending_signals_seen = 0
+        self.waiter: StopWaiter | None = None
 
     # --- the main loop ---
 
     def run(self) -> Outcome:
+        self.waiter = StopWaiter(self._forward_external_signal)
         try:
             for variant in self.variants:  # released together from their exec stops
                 ptrace_api.resume_to_syscall(variant.pid)
@@ -65,6 +101,10 @@ class Monitor:
                     return self._final_outcome()
                 if len(live) < len(self.variants):
                     raise self._alarm_for_early_exit(live)
+                decisions = self.signals.on_rendezvous(time.monotonic())
+                if decisions:
+                    self._carry_out(decisions)
+                    continue
                 calls = [v.call for v in self.variants]
                 reason = engine.compare(calls)
                 if reason:
@@ -76,7 +116,13 @@ class Monitor:
                 self.syscalls += 1
         except Alarm as alarm:
             self.kill_all()
-            return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls)
+            return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,
+                           {"signals": self.signal_statistics()})
+        except InjectionError as error:
+            self.kill_all()
+            return Outcome("error", str(error), None, None, self.syscalls)
+        finally:
+            self.waiter.close()
 
     def kill_all(self) -> None:
         for variant in self.variants:
@@ -91,54 +137,117 @@ class Monitor:
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     variant.record_exit(status)
 
+    def signal_statistics(self) -> dict[str, object]:
+        delays = sorted(d * 1000 for d in self.signals.delays)
+
+        def percentile(q: float) -> float | None:
+            return delays[min(len(delays) - 1, int(q * len(delays)))] if delays else None
+
+        used = sorted(self.executor.traps_used)
+        return {
+            "policy": self.options.signal_policy,
+            "delivered": len(delays),
+            "delay_ms": {"mean": statistics.fmean(delays) if delays else None, "p50": percentile(0.5),
+                         "p99": percentile(0.99), "max": delays[-1] if delays else None},
+            "loop_trap": used[0] if len(used) == 1 else (used or None),
+            "wait_loop_iterations": self.options.wait_loop_iterations,
+            "wait_loop_ms": self.options.wait_loop_ms,
+        }
+
     # --- waiting for stops ---
 
+    def _wait(self, pid: int = -1, deadline: float | None = None) -> tuple[int, int] | None:
+        assert self.waiter is not None
+        return self.waiter.wait(pid, deadline)
+
     def _wait_for_rendezvous(self) -> None:
-        while any(v.state is State.RUNNING for v in self.variants):
-            pid, status = os.waitpid(-1, ptrace_api.WALL)
+        while True:
+            live = [v for v in self.variants if v.alive]
+            if all(v.state is State.AT_ENTRY for v in live):
+                return
+            if not any(v.state is State.RUNNING for v in live):
+                raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
+            found = self._wait()
+            assert found is not None
+            pid, status = found
             variant = self.by_pid.get(pid)
             if variant is None:
                 continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 variant.record_exit(status)
+                self._carry_out(self.signals.on_exit(variant.index, time.monotonic()))
                 continue
             self._on_stop(variant, status)
 
     def _on_stop(self, variant: Variant, status: int) -> None:
         stop_signal = os.WSTOPSIG(status)
+        event = status >> 16
         if stop_signal == SYSCALL_TRAP:
             info = ptrace_api.syscall_info(variant.pid)
             if info.op == ptrace_api.SYSCALL_INFO_ENTRY:
-                variant.abi_name = info.abi.name
-                call = engine.decode(info.abi, info.nr, info.args, variant.memory)
-                if call.spec and call.spec.policy_for(call.args) is Policy.LOCAL:
-                    self.local_syscalls += 1
-                else:
-                    variant.state = State.AT_ENTRY
-                    variant.call = call
-                    return
-            # The exit of a LOCAL call or of an execve: nothing to synchronise.
-            ptrace_api.resume_to_syscall(variant.pid)
-        elif status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
+                self._on_entry(variant, info)
+            else:  # the exit of a LOCAL call or of an execve: nothing to synchronise
+                ptrace_api.resume_to_syscall(variant.pid)
+        elif event == ptrace_api.PTRACE_EVENT_EXEC:
             self._after_exec(variant)
-        elif status >> 16:
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif event:
             raise Alarm("unsupported", f"variant {variant.index} created a process or thread",
                         variant=variant.index)
         else:
-            # A signal-delivery-stop: delivered as it comes for now.
-            ptrace_api.resume_to_syscall(variant.pid, stop_signal)
+            self._on_signal(variant, stop_signal)
+
+    def _on_entry(self, variant: Variant, info: SyscallStop) -> None:
+        variant.abi_name = variant.abi_name or info.abi.name
+        if self.executor.at_loop_trap(variant, info.instruction_pointer, after=True):
+            self._carry_out(self.signals.on_loop_timeout(variant.index))
+        if variant.loop is None:
+            self.executor.inject_loop(variant, info)
+            return  # the original call comes back as a fresh entry stop
+        call = engine.decode(info.abi, info.nr, info.args, variant.memory)
+        local = call.spec is not None and call.spec.policy_for(call.args) is Policy.LOCAL
+        if local:
+            self._check_loop_page(variant, call)
+        variant.state, variant.call = State.AT_ENTRY, call
+        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic())
+        self._carry_out(decisions)
+        if Proceed(variant.index) in decisions:
+            variant.restart_code = -513
+            if local:
+                self.local_syscalls += 1
+                self._resume(variant)
+
+    def _on_signal(self, variant: Variant, signum: int) -> None:
+        try:
+            info = ptrace_api.get_siginfo(variant.pid)
+        except ptrace_api.PtraceError:  # a group-stop, not a signal-delivery-stop
+            ptrace_api.resume_to_syscall(variant.pid)
+            return
+        si_code = int.from_bytes(info[8:12], "little", signed=True)
+        fault = signum in FAULT_SIGNALS and si_code > 0
+        if signum == signal.SIGSEGV and fault and self.executor.at_loop_trap(
+                variant, ptrace_api.peek_user(variant.pid, "ip"), after=False):
+            # int 0x80 without IA-32 emulation faults: the trap all the same.
+            self._carry_out(self.signals.on_loop_timeout(variant.index))
+        self._carry_out(self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault))
 
     def _after_exec(self, variant: Variant) -> None:
         variant.memory.close()
         variant.memory = Memory(variant.pid)
-        ptrace_api.resume_to_syscall(variant.pid)
+        variant.loop = variant.loop_address = None
+        self.signals.exec_happened()
 
-    def _wait_for_exit(self, variant: Variant) -> SyscallStop | None:
+    def _wait_for_exit(self, variant: Variant, deadline: float | None = None) -> SyscallStop | None:
         """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit."""
         while True:
-            _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+            found = self._wait(variant.pid, deadline)
+            if found is None:
+                raise Alarm("non-compliant", f"variant {variant.index} stayed in a blocking syscall "
+                            "after the others were interrupted by a signal", variant=variant.index)
+            _, status = found
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 variant.record_exit(status)
+                self.signals.on_exit(variant.index, time.monotonic())
                 return None
             if os.WSTOPSIG(status) == SYSCALL_TRAP:
                 info = ptrace_api.syscall_info(variant.pid)
@@ -146,11 +255,63 @@ class Monitor:
                     return info
                 raise Alarm("error", f"variant {variant.index}: syscall entry while one was running")
             if status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
-                variant.memory.close()
-                variant.memory = Memory(variant.pid)
+                self._after_exec(variant)
                 ptrace_api.resume_to_syscall(variant.pid)
             else:
-                ptrace_api.resume_to_syscall(variant.pid, os.WSTOPSIG(status) if not status >> 16 else 0)
+                ptrace_api.resume_to_syscall(variant.pid, 0 if status >> 16 else os.WSTOPSIG(status))
+
+    # --- carrying out signal decisions ---
+
+    def _carry_out(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            variant = self.variants[decision.variant]
+            if isinstance(decision, Deliver):
+                self._resume(variant, decision.signum)
+            elif isinstance(decision, Hold):
+                variant.state = State.HELD
+            elif isinstance(decision, Suppress):
+                self._resume(variant)
+            elif isinstance(decision, Park):
+                variant.call = None
+                variant.state = State.RUNNING
+                self.executor.park(variant)
+            elif isinstance(decision, Resend):
+                os.kill(variant.pid, decision.signum)
+            elif isinstance(decision, Release):
+                variant.state = State.RUNNING
+                self.executor.release(variant, decision.signum, decision.info)
+            elif isinstance(decision, NonCompliant):
+                name = signal.Signals(decision.signum).name if decision.signum else "its signal"
+                limit = (f"{self.options.wait_loop_ms:g} ms" if self.options.wait_loop_ms
+                         else f"{self.options.wait_loop_iterations} iterations")
+                raise Alarm("non-compliant", f"variant {decision.variant} did not receive {name} "
+                            f"within the wait loop's {limit}", variant=decision.variant)
+
+    def _resume(self, variant: Variant, signum: int = 0) -> None:
+        variant.state = State.RUNNING
+        variant.call = None
+        self.signals.on_resumed(variant.index)
+        ptrace_api.resume_to_syscall(variant.pid, signum)
+
+    def _forward_external_signal(self, signum: int) -> None:
+        """A signal sent to the monitor goes to every variant, and is synchronised there."""
+        if signum in _ENDING_SIGNALS:
+            self.ending_signals_seen += 1
+            if self.ending_signals_seen > 1:
+                raise Alarm("error", f"interrupted by a second {signal.Signals(signum).name}")
+        for variant in self.variants:
+            if variant.alive:
+                os.kill(variant.pid, signum)
+
+    def _check_loop_page(self, variant: Variant, call: Call) -> None:
+        """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
+        if variant.loop_address is None or call.name not in ("munmap", "mprotect", "mremap", "mmap",
+                                                             "mmap2", "madvise"):
+            return
+        start, length = call.args[0], call.args[1]
+        if start <= variant.loop_address < start + length:
+            raise Alarm("divergence", f"variant {variant.index} {call.name} over the monitor's "
+                        "wait-loop page", [call], variant=variant.index)
 
     # --- executing an agreed call ---
 
@@ -166,15 +327,17 @@ class Monitor:
                 self._skip(follower)
             result = self._run_leader(calls[0])
             for follower in followers:
-                self._finish_skipped(follower, result)
+                self._finish_skipped(follower, calls[0], result)
                 engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
                                          result)
+                if result == -EPIPE and spec.sigpipe_on_epipe:
+                    os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
         elif policy is Policy.LEADER_FIRST:
             result = self._run_leader(calls[0])
             for follower in followers:
                 if engine.is_error(result):
                     self._skip(follower)
-                    self._finish_skipped(follower, result)
+                    self._finish_skipped(follower, calls[0], result)
                 else:
                     self._run_follower_open(follower, result)
         else:
@@ -183,11 +346,19 @@ class Monitor:
                 for follower in followers:
                     if follower.alive:
                         ptrace_api.poke_user(follower.pid, "ax", results[0])
+            if spec.name == "rt_sigaction":
+                self._note_disposition(calls[0], results[0])
         for variant in self.variants:
             if variant.alive:
-                variant.state = State.RUNNING
-                variant.call = None
-                ptrace_api.resume_to_syscall(variant.pid)
+                self._resume(variant)
+
+    def _note_disposition(self, call: Call, result: int | None) -> None:
+        act = call.values[1]
+        if result != 0 or not isinstance(act, tuple) or not isinstance(call.kinds[1], SigAction):
+            return
+        handler, flags, _ = act
+        disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
+        self.signals.set_disposition(call.args[0], disposition, flags)
 
     def _run_leader(self, call: Call) -> int:
         ptrace_api.resume_to_syscall(self.leader.pid)
@@ -202,11 +373,14 @@ class Monitor:
         ptrace_api.poke_user(variant.pid, "orig_ax", -1)
         ptrace_api.resume_to_syscall(variant.pid)
 
-    def _finish_skipped(self, variant: Variant, result: int) -> None:
+    def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
         if self._wait_for_exit(variant) is None:
             raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
                         variant=variant.index)
-        ptrace_api.poke_user(variant.pid, "ax", result)
+        if result in RESTART_CODES:
+            self.executor.rewind_interrupted(variant, call.abi, result)
+        else:
+            ptrace_api.poke_user(variant.pid, "ax", result)
 
     def _run_follower_open(self, follower: Variant, leader_fd: int) -> None:
         call = follower.call
@@ -237,12 +411,19 @@ class Monitor:
         for variant in self.variants:
             ptrace_api.resume_to_syscall(variant.pid)
         results: list[int | None] = []
+        deadline = None
         for variant in self.variants:
-            exit_stop = self._wait_for_exit(variant)
+            exit_stop = self._wait_for_exit(variant, deadline)
             results.append(exit_stop.return_value if exit_stop else None)
+            if exit_stop and exit_stop.return_value in RESTART_CODES and deadline is None:
+                # Interrupted here: a variant still blocked must get its signal in time too.
+                deadline = time.monotonic() + self._wait_loop_seconds()
         for override in overrides:
             override.restore()
         return results
+
+    def _wait_loop_seconds(self) -> float:
+        return (self.options.wait_loop_ms or 1000) / 1000
 
     def _names_foreign_process(self, call: Call) -> bool:
         return any(call.args[i] not in (0, self.leader.pid) for i in engine.pid_arguments(call))
@@ -258,14 +439,16 @@ class Monitor:
                      calls, variant=gone.index)
 
     def _final_outcome(self) -> Outcome:
+        details: dict[str, object] = {"signals": self.signal_statistics(),
+                                      "local_syscalls": self.local_syscalls}
         endings = {v.termination() for v in self.variants}
         if len(endings) > 1:
             detail = "; ".join(f"variant {v.index} {v.termination()}" for v in self.variants)
             alarm = Alarm("divergence", f"variants ended differently: {detail}")
-            return Outcome("divergence", alarm.message, None, alarm, self.syscalls)
+            return Outcome("divergence", alarm.message, None, alarm, self.syscalls, details)
         leader = self.leader
         code = leader.exit_status if leader.term_signal is None else 128 + leader.term_signal
-        return Outcome("ok", f"all variants {leader.termination()}", code, None, self.syscalls)
+        return Outcome("ok", f"all variants {leader.termination()}", code, None, self.syscalls, details)
 
 
 class _ArgumentOverride:

@@ -164,6 +164,8 @@ class Syscall:
     # (argument, bits): the call is LOCAL when those bits are set in that argument
     # (anonymous mmap), else it follows `policy` (file mappings are synchronised).
     local_when: tuple[int, int] | None = None
+    # The kernel raises SIGPIPE with EPIPE: a leader-only call must raise it in the others too.
+    sigpipe_on_epipe: bool = False
 
     def policy_for(self, args: tuple[int, ...]) -> Policy:
         if self.local_when and args[self.local_when[0]] & self.local_when[1]:

@@ -80,11 +80,14 @@ def _stat(name: str, struct: str) -> list[Syscall]:
 TABLE: list[Syscall] = [
     # --- reading and writing: the leader performs the I/O once ---
     Syscall("read", (Fd("fd"), OutBuffer("buf", 2), Int("count")), LEADER),
-    Syscall("write", (Fd("fd"), InBuffer("buf", 2), Int("count")), LEADER),
+    Syscall("write", (Fd("fd"), InBuffer("buf", 2), Int("count")), LEADER,
+            sigpipe_on_epipe=True),
     Syscall("pread64", (Fd("fd"), OutBuffer("buf", 2), Int("count"), Int("offset")), LEADER),
-    Syscall("pwrite64", (Fd("fd"), InBuffer("buf", 2), Int("count"), Int("offset")), LEADER),
+    Syscall("pwrite64", (Fd("fd"), InBuffer("buf", 2), Int("count"), Int("offset")), LEADER,
+            sigpipe_on_epipe=True),
     Syscall("readv", (Fd("fd"), IovecOut("iov", 2), Int("iovcnt")), LEADER),
-    Syscall("writev", (Fd("fd"), IovecIn("iov", 2), Int("iovcnt")), LEADER),
+    Syscall("writev", (Fd("fd"), IovecIn("iov", 2), Int("iovcnt")), LEADER,
+            sigpipe_on_epipe=True),
     Syscall("lseek", (Fd("fd"), Int("offset"), Int("whence")), LEADER),
     Syscall("_llseek", (Fd("fd"), Int("offset_high"), Int("offset_low"),
                         OutStruct("result", "loff_t"), Int("whence")), LEADER),
@@ -203,6 +206,8 @@ TABLE: list[Syscall] = [
     # variants only wake themselves, so only op and val are compared.
     Syscall("futex", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
                       Ignored("val3")), EACH),
+    # After a nanosleep interrupted without a handler; the leader holds the restart block.
+    Syscall("restart_syscall", (), LEADER),
     Syscall("exit", (Int("status"),), EACH),
     Syscall("exit_group", (Int("status"),), EACH),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from mvee import ptrace_api
 from mvee.ptrace_api import Memory
@@ -22,7 +23,7 @@ class StartError(Exception):
 class State(enum.Enum):
     RUNNING = "running"
     AT_ENTRY = "at syscall entry"
-    IN_SYSCALL = "in syscall"
+    HELD = "held at a signal-delivery-stop"
     EXITED = "exited"
 
 
@@ -36,8 +37,12 @@ class Variant:
     exit_status: int | None = None
     term_signal: int | None = None
     abi_name: str = ""
-    call: object = None  # the decoded mvee.engine.Call while AT_ENTRY
-    extra: dict[str, object] = field(default_factory=dict)
+    call: Any = None  # the decoded mvee.engine.Call while AT_ENTRY
+    # The injected wait loop (mvee.signal_executor) and a parked variant's state.
+    loop: Any = None  # mvee.waitloop.LoopCode
+    loop_address: int | None = None
+    parked_regs: bytes | None = None
+    restart_code: int = -513  # -ERESTARTNOINTR: re-run the skipped call after the handler
 
     @property
     def alive(self) -> bool:

@@ -52,6 +52,18 @@ class Abi:
         return struct.unpack(f"<{len(data) // self.word_size}{'Q' if self.word_size == 8 else 'I'}",
                              data)
 
+    def with_registers(self, raw: bytes, values: dict[str, int]) -> bytes:
+        """A copy of a raw user_regs_struct of this ABI with some registers replaced."""
+        out = bytearray(raw)
+        for register, value in values.items():
+            offset = self.user_offset(register)
+            out[offset:offset + self.word_size] = self.pack_word(value)
+        return bytes(out)
+
+    def register(self, raw: bytes, name: str) -> int:
+        offset = self.user_offset(name)
+        return self.unpack_words(raw[offset:offset + self.word_size])[0]
+
     def user_offset(self, register: str) -> int:
         """Offset of a register in this (monitor-side) ABI's user_regs_struct."""
         return self.user_regs_fields.index(register) * self.word_size

@@ -1,0 +1,151 @@
+"""The wait loop injected into variants: its machine code, its trap, its timing.
+
+A parked variant spins in this loop until its signal arrives. If the count runs
+out, a trap instruction after the loop hands control back to the monitor: the
+variant is non-compliant. The code is assembled with keystone for each ABI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
+
+from mvee.abi import HOST, I386, Abi
+
+PAGE_SIZE = 4096
+GETPID = {"int80": I386.syscall_numbers["getpid"]}  # int 0x80 always uses the i386 table
+TRAPS = ("int80", "syscall")
+_LOOP_BODY = "wait: pause; dec {counter}; jnz wait; mov eax, {nr};"
+_TRAP = {"int80": "int 0x80", "syscall": "syscall"}
+
+
+@dataclass(frozen=True)
+class LoopCode:
+    code: bytes
+    trap: str  # "int80" or "syscall"
+    trap_offset: int  # where the trap instruction starts
+    counter_register: str  # generic register name holding the iteration count
+
+    @property
+    def trap_end_offset(self) -> int:
+        return self.trap_offset + 2  # both traps are two bytes; the stop reports the next ip
+
+
+def _assemble(source: str, abi: Abi) -> bytes:
+    encoding, _ = Ks(KS_ARCH_X86, KS_MODE_64 if abi.word_size == 8 else KS_MODE_32).asm(source)
+    return bytes(encoding or [])
+
+
+def traps_for(abi: Abi) -> tuple[str, ...]:
+    """Traps an ABI can use: `syscall` is not an instruction 32-bit code can rely on."""
+    return TRAPS if abi.word_size == 8 else ("int80",)
+
+
+def loop_code(abi: Abi, trap: str) -> LoopCode:
+    if trap not in traps_for(abi):
+        trap = "int80"
+    counter = "rcx" if abi.word_size == 8 else "ecx"
+    number = GETPID["int80"] if trap == "int80" else abi.syscall_numbers["getpid"]
+    body = _assemble(_LOOP_BODY.format(counter=counter, nr=number), abi)
+    # hlt after the trap: should the monitor ever let the trap return, the variant faults.
+    code = body + _assemble(_TRAP[trap] + "; hlt", abi)
+    return LoopCode(code, trap, len(body), "cx")
+
+
+# --- per machine: does int 0x80 work, and how fast does the loop spin ---
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MVEE_LAB_CACHE", Path.home() / ".cache" / "mvee-lab"))
+
+
+def _machine_key() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown"
+    return f"{model}|{boot}|{HOST.name}"
+
+
+class _HostCode:
+    """Host machine code in an executable mapping, callable through ctypes."""
+
+    def __init__(self, source: str) -> None:
+        code = _assemble(source, HOST)
+        self.mapping = mmap.mmap(-1, PAGE_SIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        self.mapping.write(code)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self.mapping))
+        self.function = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_size_t)(address)
+
+
+def int80_works() -> bool:
+    """Probe, in a child process: on kernels without IA-32 emulation `int 0x80` from
+    64-bit code raises SIGSEGV. A 32-bit monitor runs on a kernel that has it."""
+    if HOST.word_size == 4:
+        return True
+    probe = _HostCode(f"mov eax, {GETPID['int80']}; int 0x80; ret")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if probe.function(0) > 0 else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def choose_trap(requested: str) -> str:
+    if requested == "auto":
+        return "int80" if int80_works() else "syscall"
+    return requested
+
+
+def iterations_per_ms() -> float:
+    """How many loop iterations make a millisecond here; measured once per boot of a machine."""
+    cache = _cache_dir() / "wait-loop-calibration.json"
+    key = _machine_key()
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return float(cached["iterations_per_ms"])
+    except (OSError, ValueError, KeyError):
+        pass
+    rate = _measure()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"key": key, "iterations_per_ms": rate}))
+        os.replace(temporary, cache)
+    except OSError:
+        pass  # a read-only home only costs a calibration per run
+    return rate
+
+
+def _measure() -> float:
+    counter = "rcx" if HOST.word_size == 8 else "ecx"
+    load = "mov rcx, rdi;" if HOST.word_size == 8 else "mov ecx, [esp + 4];"
+    spin = _HostCode(load + _LOOP_BODY.format(counter=counter, nr=0) + " ret")
+    iterations, best = 100_000, float("inf")
+    while True:
+        start = time.perf_counter()
+        spin.function(iterations)
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.02:
+            break
+        iterations *= 4
+    for _ in range(3):
+        start = time.perf_counter()
+        spin.function(iterations)
+        best = min(best, time.perf_counter() - start)
+    return iterations / (best * 1000)
