@@ -378,7 +378,7 @@ class Monitor:
             raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
                         variant=variant.index)
         if result in RESTART_CODES:
-            self.executor.rewind_interrupted(variant, call.abi, result)
+            self.executor.mirror_interrupted(variant, call.nr, call.abi, result)
         else:
             ptrace_api.poke_user(variant.pid, "ax", result)
 

@@ -147,6 +147,17 @@ def event_message(pid: int) -> int:
     return value.value
 
 
+def has_deliverable_signal(pid: int) -> bool:
+    """Whether a signal is pending and not blocked in a stopped tracee (/proc/PID/status)."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("SigPnd", "ShdPnd", "SigBlk"):
+                fields[key] = int(value.strip(), 16)
+    return bool((fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)) & ~fields.get("SigBlk", 0))
+
+
 class Memory:
     """A stopped tracee's address space through /proc/PID/mem.
 

@@ -100,15 +100,24 @@ class SignalExecutor:
             ptrace_api.set_siginfo(pid, info)
         ptrace_api.resume_to_syscall(pid, signum)
 
-    def rewind_interrupted(self, variant: Variant, abi: Abi, result: int) -> None:
-        """A follower at the exit of a skipped call the leader's kernel interrupted
-        (`result` is a restart code): make it enter the call again, as the kernel would
-        for a signal that is set aside, and remember the code for its release."""
-        regs = ptrace_api.get_regs(variant.pid)
-        entry = HOST.register(regs, "orig_ax") if variant.call is None else variant.call.nr
-        if result == -ERESTART_RESTARTBLOCK:
-            entry = abi.syscall_numbers["restart_syscall"]
-        ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
+    def mirror_interrupted(self, variant: Variant, call_nr: int, abi: Abi, result: int) -> None:
+        """A follower at the exit of a skipped call that the leader's kernel interrupted
+        (`result` is a restart code) is brought to the same point as the leader.
+
+        With a signal of its own pending, it gets the leader's kernel state (restart
+        code in ax, the call in orig_ax): its kernel then restarts or fails the call
+        with EINTR exactly as the leader's does. Without one, the kernel would hand
+        the raw code to user space, so the monitor rewinds it to enter the call
+        again (restart_syscall after an interrupted sleep, as the kernel does), and
+        keeps the code for when the variant is parked there and released."""
+        pid = variant.pid
+        if ptrace_api.has_deliverable_signal(pid):
+            ptrace_api.poke_user(pid, "orig_ax", call_nr)
+            ptrace_api.poke_user(pid, "ax", result)
+            return
+        regs = ptrace_api.get_regs(pid)
+        entry = abi.syscall_numbers["restart_syscall"] if result == -ERESTART_RESTARTBLOCK else call_nr
+        ptrace_api.set_regs(pid, HOST.with_registers(regs, {
             "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH, "ax": entry}))
         variant.restart_code = result
 

@@ -1,0 +1,116 @@
+"""Semi-synchronous signal delivery on this host, for x86_64 and i386 variants."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mvee import waitloop
+from tests.conftest import ABIS
+
+NON_COMPLIANT_EXIT = 121
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("variants", [2, 3, 4])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_cpu_bound_program_with_a_1khz_timer(abi: str, variants: int, build_program, run_mvee) -> None:
+    program = build_program("ticker", abi)
+    argv = [str(program), "1000", "30", "5"]  # 1 kHz, 30 M steps, at least 5 ticks handled
+    native = subprocess.run(argv, capture_output=True, timeout=60)
+    result = run_mvee("-n", str(variants), "--", *argv, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == native.stdout
+    assert result.stdout.endswith(b"yes\n")
+    signals = result.report["signals"]
+    assert signals["delivered"] >= 5
+    assert signals["delay_ms"]["p50"] is not None and signals["delay_ms"]["max"] >= signals["delay_ms"]["p50"]
+    assert signals["loop_trap"] in (None, "int80", "syscall")
+
+
+@pytest.mark.parametrize("variants", [2, 3])
+@pytest.mark.parametrize("mode", ["restart", "norestart"])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_blocking_syscalls_interrupted_as_natively(abi: str, mode: str, variants: int, build_program,
+                                                   run_mvee) -> None:
+    program = build_program("interrupts", abi)
+    native = subprocess.run([str(program), mode], capture_output=True, timeout=60)
+    assert b"Interrupted system call" in native.stdout
+    result = run_mvee("-n", str(variants), "--", str(program), mode)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == native.stdout
+    assert result.report["signals"]["delivered"] == 4
+
+
+def test_at_syscall_policy_runs_the_ticker_too(build_program, run_mvee) -> None:
+    program = build_program("ticker", "x86_64")
+    result = run_mvee("-n", "2", "--signal-policy", "at-syscall", "--", str(program), "1000", "30", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.report["signals"]["policy"] == "at-syscall"
+
+
+class RunningMonitor:
+    """The monitor on waiter.c, in the background, until the variants said "ready"."""
+
+    def __init__(self, program: Path, report: Path, *options: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mvee", "run", "--report", str(report), *options, "--", str(program)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        ready, _, _ = select.select([self.process.stdout], [], [], 60)
+        assert ready, "the variants never printed ready"
+        assert self.process.stdout.readline() == b"ready\n"
+
+    def variant_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return sorted(int(pid) for pid in children.split())
+
+    def finish(self, timeout: float = 60) -> tuple[int, bytes, str]:
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, stdout, stderr.decode()
+
+
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_external_sigusr1_to_the_monitor_reaches_every_variant(abi: str, build_program, tmp_path: Path
+                                                               ) -> None:
+    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "3")
+    os.kill(monitor.process.pid, signal.SIGUSR1)
+    status, stdout, stderr = monitor.finish()
+    assert (status, stdout) == (0, b"got SIGUSR1\n"), stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["signals"]["delivered"] == 1
+
+
+def _trap_cases() -> list[tuple[str, str]]:
+    cases = [(abi, trap) for abi in sorted(ABIS) for trap in ("int80", "syscall")]
+    return [case for case in cases if not (case == ("x86_64", "int80") and not waitloop.int80_works())]
+
+
+@pytest.mark.parametrize("abi,trap", _trap_cases())
+def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str, build_program,
+                                                             tmp_path: Path) -> None:
+    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "2",
+                             "--loop-trap", trap, "--wait-loop-ms", "300")
+    leader, _ = monitor.variant_pids()
+    sent = time.monotonic()
+    os.kill(leader, signal.SIGUSR1)  # to one variant only
+    status, stdout, stderr = monitor.finish()
+    elapsed = time.monotonic() - sent
+    assert status == NON_COMPLIANT_EXIT, stderr
+    assert b"got SIGUSR1" not in stdout
+    assert "non-compliant" in stderr and "SIGUSR1" in stderr and stderr.count("\n") == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verdict"] == "non-compliant"
+    assert report["alarm"]["variant"] == 1
+    # i386 code has one trap, int 0x80; x86_64 code uses the one asked for.
+    assert report["signals"]["loop_trap"] == (trap if abi == "x86_64" else "int80")
+    # The loop is calibrated to 300 ms: the alarm comes after it, and not much later.
+    assert 0.15 < elapsed < 15, elapsed
+    assert not any(Path(f"/proc/{v['pid']}").exists() for v in report["variants"])
