@@ -17,6 +17,7 @@ from mvee.syscall_spec import (
     Arg,
     CString,
     Depends,
+    Fd,
     Flags,
     Ignored,
     InBuffer,
@@ -62,7 +63,7 @@ NULL = "NULL"
 POINTER = "ptr"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One variant's view of the syscall it stopped at."""
 
@@ -80,6 +81,8 @@ class Call:
             return f"syscall {self.name} ({self.abi.name} #{self.nr}) is not in the syscall table"
         if self.spec.policy is Policy.UNSUPPORTED:
             return f"syscall {self.name} is not supported yet"
+        if None not in self.kinds:
+            return None
         for declared, kind, value in zip(self.spec.args, self.kinds, self.args, strict=False):
             if kind is None:
                 selector = self.args[declared.on] if isinstance(declared, Depends) else value
@@ -105,18 +108,29 @@ def _render_value(kind: Arg | None, raw: int, value: object) -> str:
     return repr(value)
 
 
+# (ABI name, number) -> (name, row, whether any argument depends on another): the
+# lookup runs at every stop, so it is done once per syscall.
+_ROWS: dict[tuple[str, int], tuple[str, Syscall | None, bool]] = {}
+
+
 def decode(abi: Abi, nr: int, args: tuple[int, ...], memory: Memory) -> Call:
-    name = abi.name_of(nr)
-    spec = BY_NAME.get(name)
+    row = _ROWS.get((abi.name, nr))
+    if row is None:
+        name = abi.name_of(nr)
+        spec = BY_NAME.get(name)
+        row = _ROWS[(abi.name, nr)] = (name, spec, bool(spec) and any(
+            isinstance(kind, Depends) for kind in spec.args))
+    name, spec, dependent = row
     if spec is None:
         return Call(abi, nr, name, args, None, (), ())
-    kinds = tuple(_resolve(kind, args) for kind in spec.args)
-    values = tuple(_comparable(kind, args[i], args, abi, memory) for i, kind in enumerate(kinds))
+    kinds = tuple(k.resolve(args) if isinstance(k, Depends) else k for k in spec.args) if dependent \
+        else spec.args
+    values = tuple([value if type(kind) in _BY_VALUE else _comparable(kind, value, args, abi, memory)
+                    for kind, value in zip(kinds, args, strict=False)])
     return Call(abi, nr, name, args[: len(spec.args)], spec, kinds, values)
 
 
-def _resolve(kind: Arg, args: tuple[int, ...]) -> Arg | None:
-    return kind.resolve(args) if isinstance(kind, Depends) else kind
+_BY_VALUE = frozenset({Int, Fd, Flags, Pid})
 
 
 def _comparable(kind: Arg | None, value: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
@@ -206,7 +220,7 @@ def is_error(result: int) -> bool:
 def replicate_outputs(leader: Call, leader_memory: Memory, follower: Call, follower_memory: Memory,
                       result: int) -> None:
     """Copy what the leader's kernel call wrote into the follower's out-arguments."""
-    if is_error(result) and result != -EINTR:
+    if (is_error(result) and result != -EINTR) or not (leader.spec and leader.spec.writes_memory):
         return
     abi = leader.abi
     for position, kind in enumerate(leader.kinds):
@@ -235,7 +249,8 @@ def replicate_outputs(leader: Call, leader_memory: Memory, follower: Call, follo
 
 def pid_arguments(call: Call) -> list[int]:
     """Positions of the arguments that name processes."""
-    return [i for i, kind in enumerate(call.kinds) if isinstance(kind, Pid)]
+    return [i for i, kind in enumerate(call.kinds) if isinstance(kind, Pid)] if call.spec and \
+        call.spec.names_processes else []
 
 
 def pack_words(abi: Abi, *values: int) -> bytes:

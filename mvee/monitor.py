@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from mvee import engine, ptrace_api
+from mvee.abi import HOST
 from mvee.engine import Call
 from mvee.ptrace_api import Memory, SyscallStop
 from mvee.signal_executor import RESTART_CODES, InjectionError, SignalExecutor
@@ -38,6 +39,7 @@ from mvee.syscall_spec import Flags, Policy, SigAction
 from mvee.variant import State, Variant
 
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
+_SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
 EPIPE = 32
 _OPEN_FLAGS_ONLY_ONCE = 0o100 | 0o200 | 0o1000  # O_CREAT | O_EXCL | O_TRUNC
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -162,10 +164,10 @@ class Monitor:
 
     def _wait_for_rendezvous(self) -> None:
         while True:
-            live = [v for v in self.variants if v.alive]
-            if all(v.state is State.AT_ENTRY for v in live):
+            states = {v.state for v in self.variants} - {State.EXITED}
+            if states <= {State.AT_ENTRY}:
                 return
-            if not any(v.state is State.RUNNING for v in live):
+            if State.RUNNING not in states:
                 raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
             found = self._wait()
             assert found is not None
@@ -211,7 +213,7 @@ class Monitor:
         variant.state, variant.call = State.AT_ENTRY, call
         decisions = self.signals.on_syscall_entry(variant.index, time.monotonic())
         self._carry_out(decisions)
-        if Proceed(variant.index) in decisions:
+        if any(type(d) is Proceed and d.variant == variant.index for d in decisions):
             variant.restart_code = -513
             if local:
                 self.local_syscalls += 1
@@ -237,8 +239,10 @@ class Monitor:
         variant.loop = variant.loop_address = None
         self.signals.exec_happened()
 
-    def _wait_for_exit(self, variant: Variant, deadline: float | None = None) -> SyscallStop | None:
-        """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit."""
+    def _wait_for_exit(self, variant: Variant, deadline: float | None = None,
+                       decode: bool = True) -> SyscallStop | None:
+        """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit.
+        Without `decode`, the exit stop is not read (a skipped call's is known)."""
         while True:
             found = self._wait(variant.pid, deadline)
             if found is None:
@@ -250,6 +254,8 @@ class Monitor:
                 self.signals.on_exit(variant.index, time.monotonic())
                 return None
             if os.WSTOPSIG(status) == SYSCALL_TRAP:
+                if not decode:
+                    return _SKIPPED_EXIT
                 info = ptrace_api.syscall_info(variant.pid)
                 if info.op == ptrace_api.SYSCALL_INFO_EXIT:
                     return info
@@ -374,7 +380,7 @@ class Monitor:
         ptrace_api.resume_to_syscall(variant.pid)
 
     def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
-        if self._wait_for_exit(variant) is None:
+        if self._wait_for_exit(variant, decode=False) is None:
             raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
                         variant=variant.index)
         if result in RESTART_CODES:

@@ -55,7 +55,7 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SyscallStop:
     """What PTRACE_GET_SYSCALL_INFO tells of a syscall-entry or -exit stop."""
 
@@ -94,10 +94,12 @@ def cont(pid: int, signal: int = 0) -> None:
     _call(PTRACE_CONT, pid, 0, signal)
 
 
+_info_buffer = ctypes.create_string_buffer(88)  # reused: unpacked before the next call
+
+
 def syscall_info(pid: int) -> SyscallStop:
-    buffer = ctypes.create_string_buffer(88)
-    _call(PTRACE_GET_SYSCALL_INFO, pid, len(buffer), ctypes.addressof(buffer))
-    raw = buffer.raw
+    _call(PTRACE_GET_SYSCALL_INFO, pid, len(_info_buffer), ctypes.addressof(_info_buffer))
+    raw = _info_buffer.raw
     op, arch, ip, sp = _SYSCALL_INFO.unpack_from(raw)
     abi = BY_AUDIT_ARCH[arch]
     if op == SYSCALL_INFO_ENTRY:

@@ -167,6 +167,17 @@ class Syscall:
     # The kernel raises SIGPIPE with EPIPE: a leader-only call must raise it in the others too.
     sigpipe_on_epipe: bool = False
 
+    # Derived once, for the engine's hot path.
+    names_processes: bool = field(init=False, repr=False, compare=False)
+    writes_memory: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kinds = [*self.args, *(case for arg in self.args if isinstance(arg, Depends)
+                               for case in arg.cases.values() if case is not None)]
+        object.__setattr__(self, "names_processes", any(isinstance(k, Pid) for k in kinds))
+        object.__setattr__(self, "writes_memory", any(
+            isinstance(k, OutBuffer | OutStruct | InOutArray | IovecOut) for k in kinds))
+
     def policy_for(self, args: tuple[int, ...]) -> Policy:
         if self.local_when and args[self.local_when[0]] & self.local_when[1]:
             return Policy.LOCAL
