@@ -1,0 +1,542 @@
+"""Signal-delivery benchmark (issue 3): how late timer signals reach CPU-bound variants.
+
+Workloads in the spirit of Orchestra's SPEC CPU2000 runs: the real Debian
+``gzip -9c`` and ``bzip2 -9c`` (SPEC's 164.gzip and 256.bzip2) on generated
+input, and three integer kernels in C with no syscall in their hot loops
+(benchmarks/programs/: sieve, lcg_hash, sort). Every workload runs with
+tests/programs/tick_preload.c preloaded: a POSIX timer with absolute expiries at
+100 Hz or 1 kHz and a SIGALRM handler that measures, inside the process, handler
+entry against the tick's exact schedule (see that file for how).
+
+Each (workload, Hz) runs
+* natively;
+* under the floor: a minimal single-process tracer in Python (fork, PTRACE_TRACEME,
+  exec, PTRACE_SYSCALL + waitpid, every signal re-injected at once);
+* under ``mvee run`` with 2 and 4 variants and ``--signal-policy sync`` and
+  ``at-syscall``, whose report gives the monitor-side delay (first variant's
+  signal stop to last release).
+The in-variant delay is the figure comparable across native, floor and mvee.
+The preload is started through ``/usr/bin/env LD_PRELOAD=...`` in every mode, so
+the monitor itself (a Python process) never loads it.
+
+Targets (2 variants, 1 kHz, sync): mean delay < 0.5 ms and <= 2x the floor's,
+p99 <= 2 ms, no more ticks lost than natively; at-syscall shows 10s-100s of ms.
+
+Run: ``scripts/bench_signals [--quick] [--runs N] [--json PATH] [--png PATH]``.
+This is a measurement, not a test: it prints a table and writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptrace import binding
+
+from benchmarks.bench_overhead import BenchError, first_line, generate_input, machine_facts, progress, table
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PROGRAMS = HERE / "programs"
+PRELOAD_SOURCE = REPO / "tests" / "programs" / "tick_preload.c"
+DEFAULT_JSON = HERE / "results" / "signals.json"
+DEFAULT_PNG = HERE / "results" / "signals.png"
+ENV = "/usr/bin/env"
+
+WALL = 0x40000000  # __WALL
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_EXITKILL = 0x100000
+SYSCALL_TRAP = signal.SIGTRAP | 0x80
+
+# tick_preload.c's results file
+TICK_MAGIC = 0x4B54564D
+HEADER = struct.Struct("<6I40x")
+SLOT = struct.Struct("<2I10Q40x")
+
+TARGET_MEAN_MS = 0.5
+TARGET_FLOOR_RATIO = 2.0
+TARGET_P99_MS = 2.0
+LOST_TOLERANCE_PP = 1.0  # percentage points of expiries a monitored run may lose beyond native
+MVEE_TIMEOUT_S = 900
+
+
+# --- the preload's results ---
+
+
+@dataclass
+class TickSlot:
+    """One process's view: its ticks and delay samples (ns)."""
+
+    hz: int
+    handled: int
+    expired: int
+    sum_ns: int
+    max_ns: int
+    overruns: int
+    other: int
+    samples: list[int]
+
+
+def read_ticks(path: Path) -> list[TickSlot]:
+    """The finished slots of a results file written by tick_preload.so."""
+    data = path.read_bytes() if path.exists() else b""
+    if len(data) < HEADER.size:
+        return []
+    magic, _version, claimed, slots, capacity, slot_size = HEADER.unpack_from(data, 0)
+    if magic != TICK_MAGIC:
+        raise BenchError(f"{path}: not a tick_preload results file")
+    found = []
+    for index in range(min(claimed, slots)):
+        offset = HEADER.size + index * slot_size
+        state, hz, _period, _first, _end, handled, expired, sum_ns, max_ns, overruns, other, stored = \
+            SLOT.unpack_from(data, offset)
+        if state != 2:
+            continue  # the destructor did not run (the process was killed)
+        stored = min(stored, capacity)
+        samples = list(struct.unpack_from(f"<{stored}Q", data, offset + SLOT.size))
+        found.append(TickSlot(hz, handled, expired, sum_ns, max_ns, overruns, other, samples))
+    return found
+
+
+# --- one configuration's results over its runs ---
+
+
+@dataclass
+class Config:
+    workload: str
+    hz: int
+    mode: str  # "native", "floor", "mvee"
+    variants: int = 1
+    policy: str = ""
+    walls: list[float] = field(default_factory=list)
+    slots: list[TickSlot] = field(default_factory=list)
+    monitor: list[dict[str, Any]] = field(default_factory=list)  # report["signals"] per run
+    failures: list[str] = field(default_factory=list)
+    output_mismatch: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.mode == "mvee":
+            return f"mvee -n {self.variants} {self.policy}"
+        return {"native": "native", "floor": "floor (Python tracer)"}[self.mode]
+
+    def summary(self) -> dict[str, Any]:
+        handled = sum(s.handled for s in self.slots)
+        expired = sum(s.expired for s in self.slots)
+        samples = sorted(x for s in self.slots for x in s.samples)
+        inside = {
+            "mean": sum(s.sum_ns for s in self.slots) / handled / 1e6 if handled else None,
+            "p50": percentile(samples, 0.5) / 1e6 if samples else None,
+            "p99": percentile(samples, 0.99) / 1e6 if samples else None,
+            "max": max(s.max_ns for s in self.slots) / 1e6 if handled else None,
+        }
+        return {
+            "workload": self.workload, "hz": self.hz, "mode": self.mode, "label": self.label,
+            "variants": self.variants, "policy": self.policy or None,
+            "runs_ok": len(self.walls), "failures": self.failures, "output_mismatch": self.output_mismatch,
+            "wall_s": {"median": statistics.median(self.walls) if self.walls else None,
+                       "samples": self.walls},
+            "ticks": {"processes": len(self.slots), "handled": handled, "expired": expired,
+                      "lost": expired - handled,
+                      "lost_pct": 100 * (expired - handled) / expired if expired else None,
+                      "kernel_overruns": sum(s.overruns for s in self.slots),
+                      "other_signals": sum(s.other for s in self.slots)},
+            "delay_in_variant_ms": inside,
+            "delay_monitor_ms": monitor_delays(self.monitor),
+            "monitor_delivered": sum(int(m.get("delivered") or 0) for m in self.monitor) if self.monitor
+            else None,
+            "loop_trap": sorted({str(m["loop_trap"]) for m in self.monitor if m.get("loop_trap")}) or None,
+        }
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def monitor_delays(reports: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Merge the monitor's per-run delay summaries: mean weighted by deliveries,
+    p50/p99 the median over runs, max the max."""
+    runs = [(int(r.get("delivered") or 0), r.get("delay_ms") or {}) for r in reports]
+    runs = [(count, delays) for count, delays in runs if count and delays.get("mean") is not None]
+    if not runs:
+        return {"mean": None, "p50": None, "p99": None, "max": None}
+    total = sum(count for count, _ in runs)
+    return {
+        "mean": sum(count * delays["mean"] for count, delays in runs) / total,
+        "p50": statistics.median(delays["p50"] for _, delays in runs),
+        "p99": statistics.median(delays["p99"] for _, delays in runs),
+        "max": max(delays["max"] for _, delays in runs),
+    }
+
+
+# --- running things ---
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    argv: list[str]
+
+
+class Runner:
+    def __init__(self, workdir: Path, preload: Path) -> None:
+        self.workdir = workdir
+        self.preload = preload
+        self.ticks = workdir / "ticks.bin"
+        self.stdout = workdir / "stdout"
+        self.report = workdir / "report.json"
+        self.native_digest: dict[str, str] = {}
+
+    def wrapped(self, workload: Workload) -> list[str]:
+        return [ENV, f"LD_PRELOAD={self.preload}", *workload.argv]
+
+    def environment(self, hz: int) -> dict[str, str]:
+        return os.environ | {"MVEE_TICK_HZ": str(hz), "MVEE_TICK_OUT": str(self.ticks)}
+
+    def measure(self, config: Config, workload: Workload) -> None:
+        self.ticks.unlink(missing_ok=True)
+        self.report.unlink(missing_ok=True)
+        argv = self.wrapped(workload)
+        try:
+            if config.mode == "native":
+                wall = self._run(argv, config.hz)
+            elif config.mode == "floor":
+                wall = self._run_floor(argv, config.hz)
+            else:
+                command = [sys.executable, "-m", "mvee", "run", "-n", str(config.variants),
+                           "--signal-policy", config.policy, "--report", str(self.report), "--", *argv]
+                wall = self._run(command, config.hz, monitored=True)
+                report = json.loads(self.report.read_text())
+                config.monitor.append(report.get("signals") or {})
+                if report.get("verdict") != "ok":
+                    raise BenchError(f"verdict {report.get('verdict')}: {report.get('message')}")
+        except BenchError as error:
+            config.failures.append(str(error))
+            progress(f"  FAILED {config.workload} {config.hz} Hz {config.label}: {error}")
+            return
+        digest = hashlib.sha256(self.stdout.read_bytes()).hexdigest()
+        expected = self.native_digest.setdefault(workload.name, digest)
+        config.output_mismatch |= digest != expected
+        config.walls.append(wall)
+        config.slots.extend(read_ticks(self.ticks))
+
+    def _run(self, command: list[str], hz: int, monitored: bool = False) -> float:
+        with self.stdout.open("wb") as out:
+            start = time.perf_counter()
+            try:
+                result = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, env=self.environment(hz),
+                                        check=False, timeout=MVEE_TIMEOUT_S if monitored else None)
+            except subprocess.TimeoutExpired as error:
+                raise BenchError(f"timed out after {MVEE_TIMEOUT_S} s") from error
+            elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace").strip()
+            raise BenchError(f"exit status {result.returncode}: {stderr[-400:]}")
+        return elapsed
+
+    def _run_floor(self, argv: list[str], hz: int) -> float:
+        """The floor: one traced process, stopped at every syscall entry and exit and
+        every signal, each signal re-injected at once. Runs in this process."""
+        environment = self.environment(hz)
+        with self.stdout.open("wb") as out:
+            start = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:  # the tracee
+                try:
+                    os.dup2(out.fileno(), 1)
+                    binding.ptrace_traceme()
+                    os.execve(argv[0], argv, environment)
+                finally:
+                    os._exit(127)
+            os.waitpid(pid, WALL)  # the exec SIGTRAP
+            binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL)
+            deliver = 0
+            while True:
+                binding.ptrace_syscall(pid, deliver)
+                _, status = os.waitpid(pid, WALL)
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    break
+                stop = os.WSTOPSIG(status)
+                deliver = 0 if stop == SYSCALL_TRAP or status >> 16 else stop  # >> 16: env's exec
+            elapsed = time.perf_counter() - start
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            raise BenchError(f"floor tracer: tracee ended with status {status:#x}")
+        return elapsed
+
+
+# --- inputs ---
+
+
+def compile_c(source: Path, output: Path, *extra: str) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise BenchError("gcc not found: it builds the benchmark's C programs")
+    result = subprocess.run([gcc, "-O2", "-Wall", "-Wextra", *extra, "-o", str(output), str(source)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"compiling {source.name} failed: {result.stderr.strip()}")
+    return output
+
+
+def workloads(options: argparse.Namespace, workdir: Path) -> list[Workload]:
+    scale = options.scale
+    found: list[Workload] = []
+    for tool, size_mb in (("gzip", 30), ("bzip2", 10))[:1 if options.quick else 2]:
+        path = shutil.which(tool)
+        if path is None:
+            raise BenchError(f"{tool} not found")
+        size = max(1, round(size_mb * scale))
+        source = workdir / f"input-{size}MB.txt"
+        if not source.exists():
+            progress(f"generating {size} MB of input")
+            generate_input(source, size)
+        found.append(Workload(f"{tool} -9c {size} MB", [path, "-9c", str(source)]))
+    kernels = {} if options.quick else {"sieve": ["4000000", str(max(1, round(60 * scale)))],
+               "lcg_hash": [str(max(1, round(200 * scale)))],
+               "sort": ["1000000", str(max(1, round(4 * scale)))]}
+    for name, arguments in kernels.items():
+        program = compile_c(PROGRAMS / f"{name}.c", workdir / name)
+        found.append(Workload(f"{name} {' '.join(arguments)}", [str(program), *arguments]))
+    return found[:1] if options.quick else found
+
+
+def configs_for(workload: Workload, hz: int, variant_counts: Sequence[int]) -> list[Config]:
+    configs = [Config(workload.name, hz, "native"), Config(workload.name, hz, "floor")]
+    for policy in ("sync", "at-syscall"):
+        for count in variant_counts:
+            configs.append(Config(workload.name, hz, "mvee", count, policy))
+    return configs
+
+
+# --- the benchmark ---
+
+
+Samples = dict[tuple[str, int, str], list[float]]  # (workload, Hz, label) -> in-variant delays, ms
+
+
+def run(options: argparse.Namespace) -> tuple[dict[str, Any], Samples]:
+    """All configurations, interleaved run by run; the results and the raw samples for the plot."""
+    load_at_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mvee-bench-signals-") as temporary:
+        workdir = Path(temporary)
+        preload = compile_c(PRELOAD_SOURCE, workdir / "tick_preload.so", "-shared", "-fPIC")
+        jobs = workloads(options, workdir)
+        runner = Runner(workdir, preload)
+        table_configs: list[tuple[Workload, Config]] = []
+        for workload in jobs:
+            for hz in options.hz:
+                table_configs += [(workload, c) for c in configs_for(workload, hz, options.variants)]
+        for run_index in range(options.runs):  # interleaved, so drifting load hits all alike
+            for number, (workload, config) in enumerate(table_configs, 1):
+                progress(f"run {run_index + 1}/{options.runs} [{number}/{len(table_configs)}] "
+                         f"{workload.name}, {config.hz} Hz, {config.label}")
+                runner.measure(config, workload)
+    rows = [config.summary() for _, config in table_configs]
+    samples = {(c.workload, c.hz, c.label): [x / 1e6 for s in c.slots for x in s.samples]
+               for _, c in table_configs}
+    add_ratios(rows)
+    machine = machine_facts() | {"bzip2": bzip2_version(), "loadavg_at_start": load_at_start}
+    machine["mvee_uncommitted_changes"] = first_line(["git", "-C", str(REPO), "status", "--porcelain",
+                                                      "--", "mvee"]) is not None
+    results = {"machine": machine, "runs": options.runs, "quick": options.quick, "hz": options.hz,
+               "variants": options.variants, "scale": options.scale, "results": rows,
+               "targets": check_targets(rows)}
+    return results, samples
+
+
+def bzip2_version() -> str | None:
+    path = shutil.which("bzip2")
+    if path is None:
+        return None
+    result = subprocess.run([path, "--help"], capture_output=True, text=True, check=False)
+    lines = result.stderr.splitlines()
+    return lines[0].strip() if lines else None
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    natives = {(r["workload"], r["hz"]): r for r in rows if r["mode"] == "native"}
+    for row in rows:
+        native = natives.get((row["workload"], row["hz"]))
+        wall, base = row["wall_s"]["median"], native["wall_s"]["median"] if native else None
+        row["wall_ratio"] = wall / base if wall and base else None
+
+
+def below(value: float | None, limit: float | None) -> bool:
+    return value is not None and limit is not None and value < limit
+
+
+def at_most(value: float | None, limit: float | None) -> bool:
+    return value is not None and limit is not None and value <= limit
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, per workload, for 2 variants at 1 kHz with sync."""
+    checks: list[dict[str, Any]] = []
+    by_key = {(r["workload"], r["hz"], r["label"]): r for r in rows}
+    for row in rows:
+        if row["hz"] != 1000 or row["mode"] != "mvee" or row["variants"] != 2 or row["policy"] != "sync":
+            continue
+        floor = by_key.get((row["workload"], 1000, "floor (Python tracer)"))
+        native = by_key.get((row["workload"], 1000, "native"))
+        inside, monitor = row["delay_in_variant_ms"], row["delay_monitor_ms"]
+        floor_mean = floor["delay_in_variant_ms"]["mean"] if floor else None
+        ratio = inside["mean"] / floor_mean if inside["mean"] is not None and floor_mean else None
+        lost = row["ticks"]["lost_pct"]
+        native_lost = native["ticks"]["lost_pct"] if native else None
+        items = [
+            ("in-variant mean < 0.5 ms", inside["mean"], below(inside["mean"], TARGET_MEAN_MS)),
+            ("monitor mean < 0.5 ms", monitor["mean"], below(monitor["mean"], TARGET_MEAN_MS)),
+            ("in-variant mean <= 2x floor's", ratio, at_most(ratio, TARGET_FLOOR_RATIO)),
+            ("in-variant p99 <= 2 ms", inside["p99"], at_most(inside["p99"], TARGET_P99_MS)),
+            ("monitor p99 <= 2 ms", monitor["p99"], at_most(monitor["p99"], TARGET_P99_MS)),
+            (f"lost ticks <= native + {LOST_TOLERANCE_PP:g} pp", lost,
+             at_most(lost, native_lost + LOST_TOLERANCE_PP if native_lost is not None else None)),
+        ]
+        for name, value, met in items:
+            checks.append({"workload": row["workload"], "target": name, "value": value, "met": met})
+    return checks
+
+
+# --- output ---
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.0f}" if value >= 1000 else f"{value:.1f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    header = (f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
+              f"Python {machine['python']}, load average at start {machine['loadavg_at_start'][0]:.2f}, "
+              f"{results['runs']} run(s) per configuration;\n"
+              "delays in ms; ticks = handled/expired summed over the variants' processes")
+    rows = [["workload", "Hz", "mode", "ticks", "lost %", "mon mean", "mon p50", "mon p99", "mon max",
+             "in mean", "in p50", "in p99", "in max", "wall s", "ratio", "note"]]
+    for r in results["results"]:
+        ticks, monitor, inside = r["ticks"], r["delay_monitor_ms"], r["delay_in_variant_ms"]
+        lost = ticks["lost_pct"]
+        note = "; ".join(filter(None, ["OUTPUT DIFFERS" if r["output_mismatch"] else "",
+                                       f"{len(r['failures'])} run(s) failed" if r["failures"] else ""]))
+        wall, ratio = r["wall_s"]["median"], r["wall_ratio"]
+        rows.append([r["workload"], str(r["hz"]), r["label"], f"{ticks['handled']}/{ticks['expired']}",
+                     f"{lost:.1f}" if lost is not None else "-",
+                     ms(monitor["mean"]), ms(monitor["p50"]), ms(monitor["p99"]), ms(monitor["max"]),
+                     ms(inside["mean"]), ms(inside["p50"]), ms(inside["p99"]), ms(inside["max"]),
+                     f"{wall:.2f}" if wall else "-", f"{ratio:.2f}x" if ratio else "-", note])
+    targets = [["target (mvee -n 2 sync, 1 kHz)", "workload", "value", "result"]]
+    for check in results["targets"]:
+        value = check["value"]
+        shown = "-" if value is None else f"{value:.2f}x" if "floor" in check["target"] else f"{value:.3f}"
+        targets.append([check["target"], check["workload"], shown, "ok" if check["met"] else "MISSED"])
+    failures = [f"{r['workload']} {r['hz']} Hz {r['label']}: {failure}"
+                for r in results["results"] for failure in r["failures"]]
+    parts = [header, table(rows), table(targets)]
+    if failures:
+        parts.append("failed runs:\n" + "\n".join(f"  {line}" for line in failures))
+    return "\n\n".join(parts)
+
+
+def plot(results: dict[str, Any], samples: Samples, path: Path) -> bool:
+    """CDFs of the in-variant delay, one panel per (Hz, workload). False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = list(dict.fromkeys(r["workload"] for r in results["results"]))
+    rates = results["hz"]
+    size = (max(9.0, 4.2 * len(names)), 3.6 * len(rates))
+    figure, axes = plt.subplots(len(rates), len(names), figsize=size, squeeze=False, sharex=True, sharey=True)
+    labels = list(dict.fromkeys(r["label"] for r in results["results"]))
+    styles = {label: ("-" if "at-syscall" not in label else "--") for label in labels}
+    for row, hz in enumerate(rates):
+        for column, name in enumerate(names):
+            axis = axes[row][column]
+            for label in labels:
+                data = sorted(samples.get((name, hz, label), []))
+                if not data:
+                    continue
+                fractions = [(i + 1) / len(data) for i in range(len(data))]
+                axis.step([max(x, 1e-4) for x in data], fractions, where="post", linestyle=styles[label],
+                          label=label)
+            axis.axvline(TARGET_MEAN_MS, color="grey", linewidth=0.7, linestyle=":")
+            axis.axvline(TARGET_P99_MS, color="grey", linewidth=0.7, linestyle="-.")
+            axis.set_xscale("log")
+            axis.set_title(f"{name}, {hz} Hz", fontsize=9)
+            axis.grid(True, which="major", alpha=0.3)
+            if row == len(rates) - 1:
+                axis.set_xlabel("delay in variant (ms)")
+            if column == 0:
+                axis.set_ylabel("fraction of ticks")
+    handles, legend_labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, legend_labels, loc="lower center", ncol=min(len(legend_labels), 3 * len(names)),
+                  fontsize=9)
+    figure.suptitle("Timer expiry to handler entry, inside the process (dotted: 0.5 ms, dash-dot: 2 ms)",
+                    fontsize=10)
+    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench_signals", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="runs per configuration (1); wall time is the "
+                        "median, ticks and delays are pooled over the runs")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file ({DEFAULT_JSON})")
+    parser.add_argument("--png", type=Path, default=DEFAULT_PNG, help=f"plot file ({DEFAULT_PNG})")
+    parser.add_argument("--quick", action="store_true",
+                        help="one workload (gzip), a quarter of the size, 2 variants only: a smoke check")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="workload size factor (1.0: about 1 s natively here; --quick: 0.25)")
+    options = parser.parse_args(argv)
+    if options.runs < 1:
+        parser.error("--runs must be at least 1")
+    options.scale = options.scale if options.scale is not None else (0.25 if options.quick else 1.0)
+    if options.scale <= 0:
+        parser.error("--scale must be above 0")
+    options.hz = [100, 1000]
+    options.variants = [2] if options.quick else [2, 4]
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        options.json.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after minutes of runs
+        options.png.parent.mkdir(parents=True, exist_ok=True)
+        results, samples = run(options)
+    except (BenchError, OSError) as error:
+        print(f"bench_signals: {error}", file=sys.stderr)
+        return 1
+    print(render(results))
+    options.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nJSON written to {options.json}")
+    if plot(results, samples, options.png):
+        print(f"plot written to {options.png}")
+    else:
+        print("no plot: matplotlib is not installed (pip install matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
