@@ -331,7 +331,9 @@ Samples = dict[tuple[str, int, str], list[float]]  # (workload, Hz, label) -> in
 
 def run(options: argparse.Namespace) -> tuple[dict[str, Any], Samples]:
     """All configurations, interleaved run by run; the results and the raw samples for the plot."""
-    load_at_start = os.getloadavg()
+    machine = machine_facts() | {"bzip2": bzip2_version(), "loadavg_at_start": os.getloadavg()}
+    machine["mvee_uncommitted_changes"] = first_line(["git", "-C", str(REPO), "status", "--porcelain",
+                                                      "--", "mvee"]) is not None
     with tempfile.TemporaryDirectory(prefix="mvee-bench-signals-") as temporary:
         workdir = Path(temporary)
         preload = compile_c(PRELOAD_SOURCE, workdir / "tick_preload.so", "-shared", "-fPIC")
@@ -350,9 +352,6 @@ def run(options: argparse.Namespace) -> tuple[dict[str, Any], Samples]:
     samples = {(c.workload, c.hz, c.label): [x / 1e6 for s in c.slots for x in s.samples]
                for _, c in table_configs}
     add_ratios(rows)
-    machine = machine_facts() | {"bzip2": bzip2_version(), "loadavg_at_start": load_at_start}
-    machine["mvee_uncommitted_changes"] = first_line(["git", "-C", str(REPO), "status", "--porcelain",
-                                                      "--", "mvee"]) is not None
     results = {"machine": machine, "runs": options.runs, "quick": options.quick, "hz": options.hz,
                "variants": options.variants, "scale": options.scale, "results": rows,
                "targets": check_targets(rows)}
@@ -476,7 +475,7 @@ def plot(results: dict[str, Any], samples: Samples, path: Path) -> bool:
                 if not data:
                     continue
                 fractions = [(i + 1) / len(data) for i in range(len(data))]
-                axis.step([max(x, 1e-4) for x in data], fractions, where="post", linestyle=styles[label],
+                axis.step([max(x, 1e-3) for x in data], fractions, where="post", linestyle=styles[label],
                           label=label)
             axis.axvline(TARGET_MEAN_MS, color="grey", linewidth=0.7, linestyle=":")
             axis.axvline(TARGET_P99_MS, color="grey", linewidth=0.7, linestyle="-.")

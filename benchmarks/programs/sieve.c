@@ -20,8 +20,9 @@ int main(int argc, char **argv) {
                 continue;
             primes++;
             checksum = checksum * 31 + (unsigned long long)i;
-            for (long j = i * i; j <= limit; j += i)
-                composite[j] = 1;
+            if (i <= limit / i)  /* i * i would overflow a 32-bit long */
+                for (long j = i * i; j <= limit; j += i)
+                    composite[j] = 1;
         }
     }
     printf("primes<=%ld %ld checksum %llx\n", limit, primes, checksum);
