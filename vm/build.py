@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vm import cache, recipe, ssh_key
+from vm import cache, mirror, recipe, ssh_key
 from vm.customize import kernel_versions
 from vm.disk import make_root_disk
 from vm.manifest import make_manifest
@@ -39,7 +39,8 @@ VM_DIR = Path(__file__).resolve().parent
 REPO_DIR = VM_DIR.parent
 # The modules whose change changes what a build produces: part of every image's hash.
 BUILDER_SOURCES = (
-    "build.py", "cache.py", "customize.py", "disk.py", "manifest.py", "recipe.py", "ssh_key.py",
+    "build.py", "cache.py", "customize.py", "disk.py", "manifest.py", "mirror.py", "recipe.py",
+    "ssh_key.py",
 )
 
 # What every lab VM needs besides the recipe's packages: init, device nodes, the
@@ -218,10 +219,7 @@ def _mmdebstrap(
         ),
         rec.suite, str(tree),
     ]
-    # MVEE_LAB_MIRROR names another Debian mirror; by default mmdebstrap uses its own
-    # default mirror, with the updates and security suites of a stable release.
-    if os.environ.get("MVEE_LAB_MIRROR"):
-        command.append(os.environ["MVEE_LAB_MIRROR"])
+    command += mirror.apt_sources(rec.suite)
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
     _run_logged(command, log, "mmdebstrap", step, env)
 
