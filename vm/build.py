@@ -44,9 +44,11 @@ BUILDER_SOURCES = (
 )
 
 # What every lab VM needs besides the recipe's packages: init, device nodes, the
-# SSH server, the initramfs generator, `ip`, and the C++ runtime of keystone's library.
+# SSH server, the initramfs generator and its compressor, `ip`, and the C++
+# runtime of keystone's library.
 BASE_PACKAGES = (
-    "systemd-sysv", "udev", "openssh-server", "initramfs-tools", "iproute2", "libstdc++6",
+    "systemd-sysv", "udev", "openssh-server", "initramfs-tools", "zstd", "iproute2",
+    "libstdc++6",
 )
 # Documentation, manual pages and translations: of no use in a lab VM.
 DPKG_OPTIONS = (
@@ -213,6 +215,7 @@ def _mmdebstrap(
         *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
         # The manifest reads the Release files' dates; the build removes the lists after.
         "--skip=cleanup/apt/lists",
+        f'--setup-hook={hook} setup "$1"',
         f'--essential-hook={hook} hold-initramfs "$1"',
         "--customize-hook=" + hook + " " + " ".join(
             a if a == '"$1"' else shlex.quote(a) for a in configure

@@ -1,5 +1,8 @@
 """Hooks that mmdebstrap runs on the image's root while building it.
 
+``setup ROOT`` (setup hook, before any package is installed) lets dpkg skip
+its fsync calls for the build: a half-written image is thrown away anyway.
+
 ``hold-initramfs ROOT`` (essential hook, before the kernel is installed) puts a
 no-op in place of update-initramfs, so installing the kernel and
 initramfs-tools' triggers do not build the initramfs again and again.
@@ -7,7 +10,7 @@ initramfs-tools' triggers do not build the initramfs again and again.
 ``configure ROOT ...`` (customize hook, after all packages are installed) makes
 the root a lab VM: host name, fstab, DHCP with systemd-networkd, key-only root
 login over SSH, the PyPI wheels, a kernel without modules a VM never loads, and
-then the initramfs, built once.
+then the initramfs, built once; and dpkg syncs its writes again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
+BUILD_DPKG_CONFIG = "etc/dpkg/dpkg.cfg.d/00mvee-lab-build"
 
 # Kernel module trees that no QEMU lab VM loads (sound, graphics, wireless,
 # cameras, ...): dropping them makes the image smaller and the initramfs faster.
@@ -58,6 +62,10 @@ UseDNS no
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer")
 
 
+def setup(root: Path) -> None:
+    _write(root / BUILD_DPKG_CONFIG, "force-unsafe-io\n")
+
+
 def hold_initramfs(root: Path) -> None:
     _chroot(root, "dpkg-divert", "--local", "--rename", "--add", UPDATE_INITRAMFS)
     stub = root / UPDATE_INITRAMFS.lstrip("/")
@@ -87,6 +95,7 @@ def configure(root: Path, hostname: str, authorized_key: str, wheels: list[Path]
     _release_initramfs(root)
     for kernel_version in kernel_versions(root):
         _chroot(root, UPDATE_INITRAMFS, "-c", "-k", kernel_version)
+    (root / BUILD_DPKG_CONFIG).unlink()
 
 
 def install_wheel(root: Path, wheel: Path) -> None:
@@ -129,15 +138,17 @@ def _chroot(root: Path, *command: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     steps = parser.add_subparsers(dest="step", required=True)
-    hold = steps.add_parser("hold-initramfs")
-    hold.add_argument("root", type=Path)
+    for simple_step in ("setup", "hold-initramfs"):
+        steps.add_parser(simple_step).add_argument("root", type=Path)
     conf = steps.add_parser("configure")
     conf.add_argument("root", type=Path)
     conf.add_argument("--hostname", required=True)
     conf.add_argument("--authorized-key", required=True)
     conf.add_argument("--wheel", type=Path, action="append", default=[])
     args = parser.parse_args()
-    if args.step == "hold-initramfs":
+    if args.step == "setup":
+        setup(args.root)
+    elif args.step == "hold-initramfs":
         hold_initramfs(args.root)
     else:
         configure(args.root, args.hostname, args.authorized_key, args.wheel)
