@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -117,13 +118,16 @@ def ensure_image(
     parent = images_dir(root)
     digest = recipe_hash(rec)
     final = parent / f"{name}-{digest}"
-    with cache.locked(parent / f".{final.name}.lock"):
+    with cache.locked(parent / f".{name}.lock"):
         for stale in cache.remove_stale_temp_dirs(parent):
             progress(f"[{name}] removed unfinished build {stale.name}")
-        if not _is_current(final, key):
-            _build(rec, digest, final, key, root, progress)
-        else:
+        if _is_current(final, key):
             progress(f"[{name}] cached: {final}")
+        else:
+            _build(rec, digest, final, key, root, progress)
+            for old_build in _other_builds(parent, name, final):
+                cache.remove_tree(old_build)
+                progress(f"[{name}] removed outdated build {old_build.name}")
     return _built_image(rec, final, key)
 
 
@@ -131,6 +135,14 @@ def _is_current(final: Path, key: Path) -> bool:
     return (final / MANIFEST_FILE).is_file() and (
         (final / AUTHORIZED_KEY_FILE).read_text().strip() == ssh_key.public_key(key)
     )
+
+
+def _other_builds(parent: Path, name: str, final: Path) -> list[Path]:
+    """Finished builds of recipe name, for an older recipe or builder, than final."""
+    return [
+        path for path in parent.glob(f"{name}-*")
+        if path != final and re.fullmatch(re.escape(name) + "-[0-9a-f]{16}", path.name)
+    ]
 
 
 def _built_image(rec: Recipe, final: Path, key: Path) -> BuiltImage:
@@ -170,7 +182,10 @@ def _build(
         step(f"downloaded {', '.join(w.name for w in wheels)}")
         tree = work / "root"
         _mmdebstrap(rec, tree, wheels, ssh_key.public_key(key), log, step)
-        (kernel_version,) = kernel_versions(tree)
+        kernels = kernel_versions(tree)
+        if len(kernels) != 1:
+            raise BuildError(f"{rec.name}: expected one kernel in the image, found {kernels}")
+        kernel_version = kernels[0]
         shutil.copyfile(tree / "boot" / f"vmlinuz-{kernel_version}", work / KERNEL_FILE)
         shutil.copyfile(tree / "boot" / f"initrd.img-{kernel_version}", work / INITRD_FILE)
         manifest = make_manifest(rec, digest, tree, kernel_version, wheels)
@@ -257,13 +272,24 @@ def _run_logged(
         raise BuildError(f"{what} failed (exit {returncode}): {_reason(log)} (log: {log})")
 
 
+# The most telling lines of a failed command's output, best first: the mirror out
+# of reach, a full disk, an exception in a hook, apt's or pip's own error.
+_REASONS = (
+    re.compile(r"Could not (connect|resolve).*"),
+    re.compile(r".*No space left on device.*"),
+    re.compile(r"^\w+(Error|Exception): .*"),
+    re.compile(r"^(E: |ERROR: ).*"),
+)
+
+
 def _reason(log: Path) -> str:
     """The most telling line of a failed command's output."""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
-    for marker in ("Could not connect", "Could not resolve", "No space left", "E: ", "ERROR"):
+    for pattern in _REASONS:
         for line in lines:
-            if marker in line:
-                return line
+            found = pattern.search(line)
+            if found:
+                return found.group(0)
     return next((line for line in reversed(lines) if line), "no output")
 
 
