@@ -41,10 +41,11 @@ def make_manifest(
 
 
 def installed_packages(root: Path) -> dict[str, str]:
-    """Package (with :arch when not the image's own) -> version, from root's dpkg database."""
+    """Package -> version, from root's dpkg database (an image has one architecture,
+    so a package name is never installed twice)."""
     listing = subprocess.run(
         ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
-         "-f=${db:Status-Status}\t${binary:Package}\t${Version}\n"],
+         "-f=${db:Status-Status}\t${Package}\t${Version}\n"],
         check=True, capture_output=True, text=True,
     ).stdout
     packages = {}
