@@ -142,8 +142,10 @@ def timed_c_tracer(tracer: Path, argv: Sequence[str]) -> tuple[float, int]:
     return elapsed, (int(stops[-1].split()[1]) + 1) // 2
 
 
-def timed_python_tracer(argv: Sequence[str]) -> tuple[float, int]:
-    """The fair floor: fork, PTRACE_TRACEME, exec, then PTRACE_SYSCALL + os.waitpid until exit.
+def timed_python_tracer(argv: Sequence[str], environment: dict[str, str] | None = None,
+                        stdout: int | None = None) -> tuple[float, int]:
+    """The fair floor: fork, PTRACE_TRACEME, exec, then PTRACE_SYSCALL + os.waitpid until exit,
+    re-injecting every signal at once. Returns the wall time and the syscalls seen.
 
     Runs in this process (no interpreter start-up), one ptrace call and one
     waitpid per stop, as little Python as a loop can have.
@@ -152,12 +154,14 @@ def timed_python_tracer(argv: Sequence[str]) -> tuple[float, int]:
     pid = os.fork()
     if pid == 0:  # the tracee
         try:
+            if stdout is not None:
+                os.dup2(stdout, 1)
             binding.ptrace_traceme()
-            os.execv(argv[0], list(argv))
+            os.execve(argv[0], list(argv), os.environ if environment is None else environment)
         finally:
             os._exit(127)
     _, status = os.waitpid(pid, WALL)  # the exec SIGTRAP
-    binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
+    binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL)
     stops = 0
     deliver = 0
     while True:
@@ -168,7 +172,7 @@ def timed_python_tracer(argv: Sequence[str]) -> tuple[float, int]:
         deliver = 0
         if os.WSTOPSIG(status) == SYSCALL_TRAP:
             stops += 1
-        else:
+        elif not status >> 16:  # a signal, not an event stop (a later exec)
             deliver = os.WSTOPSIG(status)
     elapsed = time.perf_counter() - start
     if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:

@@ -45,9 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptrace import binding
-
-from benchmarks.bench_overhead import BenchError, first_line, generate_input, machine_facts, progress, table
+from benchmarks.bench_overhead import (
+    BenchError,
+    first_line,
+    generate_input,
+    machine_facts,
+    progress,
+    table,
+    timed_python_tracer,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -252,30 +258,8 @@ class Runner:
     def _run_floor(self, argv: list[str], hz: int) -> float:
         """The floor: one traced process, stopped at every syscall entry and exit and
         every signal, each signal re-injected at once. Runs in this process."""
-        environment = self.environment(hz)
         with self.stdout.open("wb") as out:
-            start = time.perf_counter()
-            pid = os.fork()
-            if pid == 0:  # the tracee
-                try:
-                    os.dup2(out.fileno(), 1)
-                    binding.ptrace_traceme()
-                    os.execve(argv[0], argv, environment)
-                finally:
-                    os._exit(127)
-            os.waitpid(pid, WALL)  # the exec SIGTRAP
-            binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL)
-            deliver = 0
-            while True:
-                binding.ptrace_syscall(pid, deliver)
-                _, status = os.waitpid(pid, WALL)
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    break
-                stop = os.WSTOPSIG(status)
-                deliver = 0 if stop == SYSCALL_TRAP or status >> 16 else stop  # >> 16: env's exec
-            elapsed = time.perf_counter() - start
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-            raise BenchError(f"floor tracer: tracee ended with status {status:#x}")
+            elapsed, _ = timed_python_tracer(argv, self.environment(hz), out.fileno())
         return elapsed
 
 
