@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -63,11 +62,6 @@ DEFAULT_JSON = HERE / "results" / "signals.json"
 DEFAULT_PNG = HERE / "results" / "signals.png"
 ENV = "/usr/bin/env"
 
-WALL = 0x40000000  # __WALL
-PTRACE_O_TRACESYSGOOD = 0x1
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_O_EXITKILL = 0x100000
-SYSCALL_TRAP = signal.SIGTRAP | 0x80
 
 # tick_preload.c's results file
 TICK_MAGIC = 0x4B54564D
