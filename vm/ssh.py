@@ -62,32 +62,29 @@ class SshClient:
         if transport is None or not transport.is_active():
             raise SshError(f"{self.host}:{self.port}: the connection is closed")
         channel = transport.open_session(timeout=timeout)
-        channel.settimeout(0.2)
         out, err = bytearray(), bytearray()
         try:
             channel.exec_command(command)
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
+            # Read until the server's EOF (sent after all of stdout) and the exit status.
             while True:
-                progressed = False
-                while channel.recv_ready():
+                if channel.recv_ready():
                     out += channel.recv(65536)
-                    progressed = True
-                while channel.recv_stderr_ready():
+                elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
-                    progressed = True
-                drained = not channel.recv_ready() and not channel.recv_stderr_ready()
-                if channel.exit_status_ready() and drained:
+                elif channel.eof_received and channel.exit_status_ready() or channel.closed:
                     break
-                if time.monotonic() - start > timeout:
+                elif time.monotonic() - start > timeout:
                     raise SshError(f"`{command}` did not finish within {timeout:g} s "
                                    f"(stdout so far: {bytes(out[-300:])!r})")
-                if not progressed:
-                    try:
-                        out += channel.recv(65536)
-                    except TimeoutError:
-                        pass
+                else:
+                    channel.status_event.wait(0.01)
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
             status = channel.recv_exit_status()
         finally:
             channel.close()
