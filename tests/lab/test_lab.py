@@ -25,7 +25,7 @@ from vm.pytest_plugin import lab_targets
 NON_COMPLIANT_EXIT = 121
 ABIS = ("x86_64", "i386")
 # Under TCG a guest runs 10-50x slower than the host: a short program, a 200 Hz timer.
-TICKER_ARGS = ("200", "4", "3")  # HZ, million steps, minimum ticks handled
+TICKER_ARGS = ("200", "2", "3")  # HZ, million steps, minimum ticks handled
 WAIT_LOOP_MS = 300
 
 
