@@ -184,7 +184,6 @@ class LabPool:
     def __init__(self, inventory: list[HostEntry] | None) -> None:
         self.inventory = inventory
         self.current: Machine | None = None
-        self.prepared: set[str] = set()
 
     def get(self, target: str) -> Machine:
         if self.current is not None and self.current.name == target:
@@ -226,9 +225,9 @@ def lab_machine(lab_pool: LabPool, target: str) -> Machine:
     from vm.deploy import deploy_mvee
 
     machine = lab_pool.get(target)
-    if id(machine) not in lab_pool.prepared:
+    if "deployed" not in machine.facts:
         deploy_mvee(machine)
-        lab_pool.prepared.add(id(machine))  # type: ignore[arg-type]
+        machine.facts["deployed"] = "mvee"
     return machine
 
 
