@@ -184,12 +184,19 @@ class LabPool:
     def __init__(self, inventory: list[HostEntry] | None) -> None:
         self.inventory = inventory
         self.current: Machine | None = None
+        self.failed: dict[str, str] = {}
 
     def get(self, target: str) -> Machine:
         if self.current is not None and self.current.name == target:
             return self.current
+        if target in self.failed:  # one failed boot per target, not one per test
+            pytest.fail(f"{target}: no machine (failed earlier in this session): {self.failed[target]}")
         self.close()
-        self.current = self._host(target) if self.inventory is not None else restore(target)
+        try:
+            self.current = self._host(target) if self.inventory is not None else restore(target)
+        except Exception as e:
+            self.failed[target] = str(e)
+            raise
         return self.current
 
     def _host(self, target: str) -> Machine:
