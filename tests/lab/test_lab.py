@@ -24,8 +24,10 @@ from vm.pytest_plugin import lab_targets
 
 NON_COMPLIANT_EXIT = 121
 ABIS = ("x86_64", "i386")
-# Under TCG a guest runs 10-50x slower than the host: a short program, a 200 Hz timer.
-TICKER_ARGS = ("200", "2", "3")  # HZ, million steps, minimum ticks handled
+# Under TCG a guest runs 10-50x slower than the host, and under the monitor every tick
+# costs ptrace round trips: a short program, a 100 Hz timer. Natively it may end before
+# MIN_TICKS; under the monitor it always gets them.
+TICKER_ARGS = ("100", "1", "3")  # HZ, million steps, minimum ticks handled
 WAIT_LOOP_MS = 300
 
 
@@ -55,10 +57,10 @@ def test_timer_signals_reach_a_cpu_bound_program_synchronously(target: str, abi:
     _skip_unrunnable(lab_machine, abi)
     program = install_program(lab_machine, "ticker", abi)
     native = lab_machine.ssh.run(shlex.join([program, *TICKER_ARGS]), timeout=300).check()
-    assert native.stdout.endswith(b"yes\n"), native.stdout
     result = run_mvee(lab_machine, "-n", "2", "--", program, *TICKER_ARGS, timeout=900)
     assert result.returncode == 0, result.stderr  # no false alarm
-    assert result.stdout == native.stdout
+    assert result.stdout.split()[:2] == native.stdout.split()[:2]  # the same checksum
+    assert result.stdout.endswith(b"yes\n"), result.stdout
     assert result.report is not None
     lab_record_signals(result.report, f"ticker-{abi}")
     signals = result.report["signals"]
@@ -78,7 +80,9 @@ def _kill_one_variant(machine: Machine, abi: str, *options: str) -> tuple[int, f
 cd {GUEST_DIR}; rm -f report.json out err
 ({command}) >out 2>err &
 M=$!
-for i in $(seq 1 1800); do grep -q ready out 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 1800); do
+    grep -q ready out 2>/dev/null && break; kill -0 $M 2>/dev/null || break; sleep 0.1
+done
 grep -q ready out || {{ echo never-ready; cat err; kill -9 $M; exit 99; }}
 # the monitor is the subshell's exec'd python: its children are the variants
 leader=$(cat /proc/$M/task/*/children | tr ' ' '\\n' | grep . | sort -n | head -1)
