@@ -69,8 +69,16 @@ class SyscallStop:
     is_error: bool = False
 
 
+def _word(value: int) -> int:
+    """A machine word as a C long. Debian's python3-ptrace uses its C binding (cptrace),
+    which converts arguments as signed and overflows on a word >= 2**(bits-1); the ctypes
+    binding (PyPI's wheel) masks a negative value back to the same unsigned word."""
+    value &= HOST.word_mask
+    return value - (HOST.word_mask + 1) if value > HOST.word_mask >> 1 else value
+
+
 def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
-    return _raw.ptrace(request, pid, addr & HOST.word_mask, data & HOST.word_mask)
+    return _raw.ptrace(request, pid, _word(addr), _word(data))
 
 
 def traceme_and_die_with_parent() -> None:
@@ -113,7 +121,7 @@ def syscall_info(pid: int) -> SyscallStop:
 
 
 def peek_user(pid: int, register: str) -> int:
-    return _raw.ptrace(PTRACE_PEEKUSER, pid, HOST.user_offset(register), 0, check_errno=True)
+    return _raw.ptrace(PTRACE_PEEKUSER, pid, HOST.user_offset(register), 0, check_errno=True) & HOST.word_mask
 
 
 def poke_user(pid: int, register: str, value: int) -> None:

@@ -64,8 +64,11 @@ class SignalExecutor:
         if -4095 <= address < 0:
             raise InjectionError(f"mmap of the wait-loop page failed in variant {variant.index}: "
                                  f"{os.strerror(-address)}")
+        # A 32-bit kernel reports the return value sign-extended: an address above 2 GiB
+        # is negative here, and /proc/PID/mem takes no negative offset.
+        address &= abi.word_mask
         variant.memory.write(address, code.code)
-        variant.loop, variant.loop_address = code, address & abi.word_mask
+        variant.loop, variant.loop_address = code, address
         self.traps_used.add(code.trap)
         # Re-run the original syscall: back over its instruction, its number in ax.
         ptrace_api.set_regs(pid, HOST.with_registers(regs, {

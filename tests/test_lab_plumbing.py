@@ -1,0 +1,75 @@
+"""The lab's plumbing that needs no VM: inventory validation, stale-run reaping, the KVM probe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vm import accel, qemu
+from vm.pytest_plugin import InventoryError, load_inventory
+
+
+def test_inventory_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "hosts.toml"
+    toml.write_text('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "127.0.0.1"\nport = 2222\n')
+    [entry] = load_inventory(toml)
+    assert (entry.name, entry.target, entry.port, entry.user) == ("a", "bookworm-i386", 2222, "root")
+    js = tmp_path / "hosts.json"
+    js.write_text(json.dumps({"hosts": [{"name": "b", "target": "trixie-amd64-noia32", "host": "h",
+                                         "key": "/k"}]}))
+    [entry] = load_inventory(js)
+    assert (entry.port, entry.key) == (22, Path("/k"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("hosts = []", "non-empty list 'hosts'"),
+    ('[[hosts]]\nname = "a"\ntarget = "sparc"\nhost = "h"', "unknown target 'sparc'"),
+    ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"', "field 'host' must be a non-empty string"),
+    ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "h"\nport = 0', "field 'port'"),
+    ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "h"\nsize = 1', "unknown field 'size'"),
+    ("[[hosts]\n", "not valid TOML"),
+])
+def test_inventory_errors_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    with pytest.raises(InventoryError, match=message) as error:
+        load_inventory(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / qemu.RUN_DIR / "t-1-0"
+    run_dir.mkdir(parents=True)
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process can have it
+    # A stand-in for QEMU: its command line names the run directory, as QEMU's does.
+    stand_in = subprocess.Popen(["sleep", "60", str(run_dir)], start_new_session=True)
+    (run_dir / qemu.OWNER_PID_FILE).write_text(f"{dead_pid}\n")
+    (run_dir / qemu.QEMU_PID_FILE).write_text(f"{stand_in.pid}\n")
+    (run_dir / "disk.qcow2").write_bytes(b"x")
+    assert qemu.reap_stale(tmp_path) == [run_dir]
+    assert stand_in.wait(timeout=10) != 0 and not run_dir.exists()
+
+
+def test_a_live_owner_keeps_its_run_directory(tmp_path: Path) -> None:
+    run_dir = qemu.new_run_dir("t", tmp_path)
+    assert qemu.reap_stale(tmp_path) == [] and run_dir.is_dir()
+
+
+def test_boot_sector_and_cached_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sector = accel.boot_sector()
+    assert len(sector) == 512 and sector.endswith(b"\x55\xaa")
+    monkeypatch.delenv("MVEE_LAB_ACCEL", raising=False)
+    monkeypatch.setattr(accel, "kvm_boots", lambda: (False, "probe says no"))
+    assert accel.choose(tmp_path) == ("tcg", "probe says no")
+    monkeypatch.setattr(accel, "kvm_boots", lambda: pytest.fail("probed twice in one boot"))
+    assert accel.choose(tmp_path)[0] == "tcg"
+
+
+def test_the_kvm_probe_never_hangs() -> None:
+    start = time.monotonic()
+    accel.kvm_boots(timeout=2.0)
+    assert time.monotonic() - start < 10
