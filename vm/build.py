@@ -128,9 +128,6 @@ def ensure_image(
             progress(f"[{name}] cached: {final}")
         else:
             _build(rec, digest, final, key, root, progress)
-            for old_build in _other_builds(parent, name, final):
-                cache.remove_tree(old_build)
-                progress(f"[{name}] removed outdated build {old_build.name}")
     return _built_image(rec, final, key)
 
 
@@ -138,14 +135,6 @@ def _is_current(final: Path, key: Path) -> bool:
     return (final / MANIFEST_FILE).is_file() and (
         (final / AUTHORIZED_KEY_FILE).read_text().strip() == ssh_key.public_key(key)
     )
-
-
-def _other_builds(parent: Path, name: str, final: Path) -> list[Path]:
-    """Finished builds of recipe name, for an older recipe or builder, than final."""
-    return [
-        path for path in parent.glob(f"{name}-*")
-        if path != final and re.fullmatch(re.escape(name) + "-[0-9a-f]{16}", path.name)
-    ]
 
 
 def _built_image(rec: Recipe, final: Path, key: Path) -> BuiltImage:
