@@ -15,6 +15,7 @@ default) and prints build time and size per image.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -60,6 +61,8 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/locale/*",
     "path-include=/usr/share/locale/locale.alias",
 )
+# How long a stopped mmdebstrap may take to clean up before it is killed.
+STOP_GRACE_SECONDS = 20
 # A build holds a root tree, a raw file system and its qcow2 copy at the same time.
 MIN_FREE_BYTES = 3 * 1024**3
 
@@ -125,9 +128,6 @@ def ensure_image(
             progress(f"[{name}] cached: {final}")
         else:
             _build(rec, digest, final, key, root, progress)
-            for old_build in _other_builds(parent, name, final):
-                cache.remove_tree(old_build)
-                progress(f"[{name}] removed outdated build {old_build.name}")
     return _built_image(rec, final, key)
 
 
@@ -135,14 +135,6 @@ def _is_current(final: Path, key: Path) -> bool:
     return (final / MANIFEST_FILE).is_file() and (
         (final / AUTHORIZED_KEY_FILE).read_text().strip() == ssh_key.public_key(key)
     )
-
-
-def _other_builds(parent: Path, name: str, final: Path) -> list[Path]:
-    """Finished builds of recipe name, for an older recipe or builder, than final."""
-    return [
-        path for path in parent.glob(f"{name}-*")
-        if path != final and re.fullmatch(re.escape(name) + "-[0-9a-f]{16}", path.name)
-    ]
 
 
 def _built_image(rec: Recipe, final: Path, key: Path) -> BuiltImage:
@@ -253,9 +245,10 @@ def _run_logged(
     with open(log, "a") as log_file:
         log_file.write(f"$ {shlex.join(command)}\n")
         log_file.flush()
+        # A session of its own, so that stopping it reaches everything it started.
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=env,
+            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
         )
         assert process.stdout is not None
         try:
@@ -265,8 +258,7 @@ def _run_logged(
                     step(line[3:].rstrip())
             returncode = process.wait()
         except BaseException:
-            process.terminate()
-            process.wait()
+            log_file.write(_stop(process))
             raise
     if returncode:
         raise BuildError(f"{what} failed (exit {returncode}): {_reason(log)} (log: {log})")
@@ -280,6 +272,21 @@ _REASONS = (
     re.compile(r"^\w+(Error|Exception): .*"),
     re.compile(r"^(E: |ERROR: ).*"),
 )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    """Stop process and everything it started, and return the rest of its output:
+    politely first (mmdebstrap then unmounts what it mounted), by force if it hangs
+    (the caller unmounts what is left)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+    return output or ""
 
 
 def _reason(log: Path) -> str:
@@ -301,9 +308,13 @@ def _describe(error: BaseException) -> str:
     return str(error)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: stop the build, removing what it had made so far."""
+
+
 def _raise_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise Terminated
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -333,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, BuildError, OSError, subprocess.CalledProcessError) as error:
         print(f"build-images: {_describe(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         print("build-images: interrupted; nothing half-built was kept", file=sys.stderr)
         return 130
     print(f"{'image':<18} {'time (s)':>9} {'disk (MiB)':>11}  kernel")
