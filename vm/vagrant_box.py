@@ -39,8 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vm import cache, recipe
-from vm.build import BuildError, BuiltImage, ensure_image
+from vm import cache, recipe, ssh_key
+from vm.build import BuildError, BuiltImage, _built_image, ensure_image, images_dir, recipe_hash
 
 BOX_PREFIX = "mvee-lab/"
 BOOT_DIR = Path(os.environ.get("MVEE_VAGRANT_BOOT_DIR", "/var/lib/libvirt/boot/mvee-lab"))
@@ -62,6 +62,30 @@ end
 
 class BoxError(Exception):
     """Packaging failed; the message is one line for the user."""
+
+
+def boxes_file() -> Path:
+    """What the Vagrantfile reads: recipe -> box name, image hash, cmdline, kernel, initrd."""
+    return cache.cache_root() / "vagrant" / "boxes.json"
+
+
+def cached_image(name: str, log) -> BuiltImage:
+    """The image of recipe name: this checkout's build if cached, else the newest
+    finished build of another version of the recipe in the cache (with a warning:
+    worktrees share one cache, and building here would replace theirs), else built now."""
+    rec = recipe.load(name)
+    root = cache.cache_root()
+    parent = images_dir(root)
+    current = parent / f"{name}-{recipe_hash(rec)}"
+    others = sorted(
+        (p for p in parent.glob(f"{name}-*")
+         if re.fullmatch(re.escape(name) + "-[0-9a-f]{16}", p.name) and (p / "manifest.json").is_file()),
+        key=lambda p: p.stat().st_mtime, reverse=True)
+    if (current / "manifest.json").is_file() or not others:
+        return ensure_image(name, progress=log)
+    log(f"[{name}] warning: no build of this checkout's recipe ({current.name}) in the cache; "
+        f"packaging {others[0].name}")
+    return _built_image(rec, others[0], ssh_key.ensure_key(root))
 
 
 def box_name(image: BuiltImage) -> str:
@@ -219,10 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     work_root = cache.cache_root() / "vagrant"
     work_root.mkdir(parents=True, exist_ok=True)
     boxes = {}
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    known = json.loads(boxes_file().read_text()) if boxes_file().is_file() else {}
     try:
         for name in names:
-            image = ensure_image(name)
-            boxes[name] = ensure_box(image, work_root, log=lambda s: print(s, file=sys.stderr, flush=True))
+            boxes[name] = ensure_box(cached_image(name, log), work_root, log=log)
+            known[name] = boxes[name]
+            tmp = boxes_file().with_suffix(".tmp")
+            tmp.write_text(json.dumps(known, indent=2) + "\n")
+            tmp.rename(boxes_file())
     except (BuildError, BoxError, recipe.RecipeError, subprocess.CalledProcessError) as error:
         print(f"package-boxes: {error}", file=sys.stderr)
         return 1
