@@ -221,6 +221,20 @@ def remove_older_boxes(recipe_name: str, keep: str, log) -> None:
             subprocess.run(["vagrant", "box", "remove", "--force", "--all", old],
                            stdin=subprocess.DEVNULL)
             log(f"[{recipe_name}] removed outdated box {old}")
+            _delete_pool_volumes(old)
+
+
+def _delete_pool_volumes(box: str) -> None:
+    """vagrant-libvirt's copies of an outdated box in the isolated set-up's pool, if any."""
+    pool = os.environ.get("MVEE_VAGRANT_POOL", "mvee-lab")
+    prefix = box.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    listing = subprocess.run(["virsh", "-q", "vol-list", pool], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+    for line in listing.stdout.splitlines():
+        volume = line.split()[0] if line.split() else ""
+        if volume.startswith(prefix):
+            subprocess.run(["virsh", "-q", "vol-delete", "--pool", pool, volume],
+                           capture_output=True, stdin=subprocess.DEVNULL)
 
 
 def _run(argv: list[str], env: dict | None = None) -> str:
