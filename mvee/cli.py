@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 
 from mvee import report, waitloop
 from mvee.monitor import Monitor, MonitorOptions, Outcome
+from mvee.stops import FORWARDED
 from mvee.variant import StartError, Variant, start
 
 EXIT_USAGE = 2
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Signals meant for the variants wait (blocked) until the monitor forwards them;
+    # blocked from here on, none is lost or turned into a traceback while starting up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         options = build_parser().parse_args(argv)
         executables, program_argv = _resolve(options)
@@ -139,8 +144,12 @@ def _check_report_path(path: str | None) -> None:
         raise UsageError(f"report directory does not exist: {directory}")
     if os.path.isdir(path):
         raise UsageError(f"report path is a directory: {path}")
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"report directory is not writable: {directory}")
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        raise UsageError(f"report path exists and is not a regular file: {path}")
+    try:  # the report is written atomically through a file in that directory: try one now
+        os.unlink(report.make_temporary(directory))
+    except OSError as error:
+        raise UsageError(f"report directory is not writable: {directory} ({error.strerror})") from None
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,

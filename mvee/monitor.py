@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from mvee import engine, ptrace_api
 from mvee.abi import HOST
 from mvee.engine import Call
 from mvee.ptrace_api import Memory, SyscallStop
-from mvee.signal_executor import RESTART_CODES, InjectionError, SignalExecutor
+from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
 from mvee.signals import (
     FAULT_SIGNALS,
     Decision,
@@ -33,6 +32,7 @@ from mvee.signals import (
     Resend,
     SignalCoordinator,
     Suppress,
+    Unpark,
 )
 from mvee.stops import StopWaiter
 from mvee.syscall_spec import Flags, Policy, SigAction
@@ -102,6 +102,8 @@ class Monitor:
                 if not live:
                     return self._final_outcome()
                 if len(live) < len(self.variants):
+                    if self._dying_alike(live):
+                        continue
                     raise self._alarm_for_early_exit(live)
                 decisions = self.signals.on_rendezvous(time.monotonic())
                 if decisions:
@@ -140,17 +142,19 @@ class Monitor:
                     variant.record_exit(status)
 
     def signal_statistics(self) -> dict[str, object]:
-        delays = sorted(d * 1000 for d in self.signals.delays)
+        delays = self.signals.delays
+        sample = sorted(d * 1000 for d in delays.sample)
 
         def percentile(q: float) -> float | None:
-            return delays[min(len(delays) - 1, int(q * len(delays)))] if delays else None
+            return sample[min(len(sample) - 1, int(q * len(sample)))] if sample else None
 
         used = sorted(self.executor.traps_used)
         return {
             "policy": self.options.signal_policy,
-            "delivered": len(delays),
-            "delay_ms": {"mean": statistics.fmean(delays) if delays else None, "p50": percentile(0.5),
-                         "p99": percentile(0.99), "max": delays[-1] if delays else None},
+            "delivered": delays.count,
+            "delay_ms": {"mean": delays.total * 1000 / delays.count if delays.count else None,
+                         "p50": percentile(0.5), "p99": percentile(0.99),
+                         "max": delays.maximum * 1000 if delays.count else None},
             "loop_trap": used[0] if len(used) == 1 else (used or None),
             "wait_loop_iterations": self.options.wait_loop_iterations,
             "wait_loop_ms": self.options.wait_loop_ms,
@@ -214,7 +218,6 @@ class Monitor:
         decisions = self.signals.on_syscall_entry(variant.index, time.monotonic())
         self._carry_out(decisions)
         if any(type(d) is Proceed and d.variant == variant.index for d in decisions):
-            variant.restart_code = -513
             if local:
                 self.local_syscalls += 1
                 self._resume(variant)
@@ -251,7 +254,7 @@ class Monitor:
             _, status = found
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 variant.record_exit(status)
-                self.signals.on_exit(variant.index, time.monotonic())
+                self._carry_out(self.signals.on_exit(variant.index, time.monotonic()))
                 return None
             if os.WSTOPSIG(status) == SYSCALL_TRAP:
                 if not decode:
@@ -286,6 +289,10 @@ class Monitor:
             elif isinstance(decision, Release):
                 variant.state = State.RUNNING
                 self.executor.release(variant, decision.signum, decision.info)
+            elif isinstance(decision, Unpark):
+                variant.state = State.RUNNING
+                self.signals.on_resumed(variant.index)
+                self.executor.unpark(variant)
             elif isinstance(decision, NonCompliant):
                 name = signal.Signals(decision.signum).name if decision.signum else "its signal"
                 limit = (f"{self.options.wait_loop_ms:g} ms" if self.options.wait_loop_ms
@@ -296,6 +303,7 @@ class Monitor:
     def _resume(self, variant: Variant, signum: int = 0) -> None:
         variant.state = State.RUNNING
         variant.call = None
+        variant.restart_code = -ERESTARTNOINTR  # a mirrored code only counts at its own entry
         self.signals.on_resumed(variant.index)
         ptrace_api.resume_to_syscall(variant.pid, signum)
 
@@ -435,6 +443,22 @@ class Monitor:
         return any(call.args[i] not in (0, self.leader.pid) for i in engine.pid_arguments(call))
 
     # --- endings ---
+
+    def _dying_alike(self, live: list[Variant]) -> bool:
+        """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
+        that the others, waiting at a syscall, have pending: they skip the call (it never
+        runs) and die of it on their way back to user space, as natively."""
+        killers = {v.term_signal for v in self.variants if not v.alive}
+        if len(killers) != 1 or None in killers:
+            return False
+        signum = killers.pop()
+        assert signum is not None
+        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
+            return False
+        for variant in live:
+            self._skip(variant)
+            variant.state = State.RUNNING
+        return True
 
     def _alarm_for_early_exit(self, live: list[Variant]) -> Alarm:
         gone = next(v for v in self.variants if not v.alive)

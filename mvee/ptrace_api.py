@@ -157,15 +157,26 @@ def event_message(pid: int) -> int:
     return value.value
 
 
-def has_deliverable_signal(pid: int) -> bool:
-    """Whether a signal is pending and not blocked in a stopped tracee (/proc/PID/status)."""
+def _deliverable_signals(pid: int) -> int:
+    """The mask of signals pending and not blocked in a stopped tracee (/proc/PID/status)."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             key, _, value = line.partition(":")
             if key in ("SigPnd", "ShdPnd", "SigBlk"):
                 fields[key] = int(value.strip(), 16)
-    return bool((fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)) & ~fields.get("SigBlk", 0))
+    return (fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)) & ~fields.get("SigBlk", 0)
+
+
+def has_deliverable_signal(pid: int) -> bool:
+    return bool(_deliverable_signals(pid))
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    try:
+        return bool(_deliverable_signals(pid) & (1 << (signum - 1)))
+    except OSError:
+        return False
 
 
 class Memory:

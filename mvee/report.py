@@ -45,12 +45,17 @@ def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
     return report
 
 
+def make_temporary(directory: str) -> str:
+    fd, temporary = tempfile.mkstemp(prefix=".mvee-report-", dir=directory)
+    os.close(fd)
+    return temporary
+
+
 def write(path: str, report: dict[str, Any]) -> None:
     """Write atomically: a reader (or a kill -9) never sees half a report."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".mvee-report-", dir=directory)
+    temporary = make_temporary(os.path.dirname(os.path.abspath(path)))
     try:
-        with os.fdopen(fd, "w") as out:
+        with open(temporary, "w") as out:
             json.dump(report, out, indent=2)
             out.write("\n")
         os.replace(temporary, path)

@@ -103,6 +103,17 @@ class SignalExecutor:
             ptrace_api.set_siginfo(pid, info)
         ptrace_api.resume_to_syscall(pid, signum)
 
+    def unpark(self, variant: Variant) -> None:
+        """Out of the wait loop with no signal: back at the skipped call, which runs again.
+        (Without a signal the kernel's restart logic does not run: rewind by hand.)"""
+        regs = variant.parked_regs
+        assert regs is not None
+        variant.parked_regs = None
+        ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
+            "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH,
+            "ax": HOST.register(regs, "orig_ax")}))
+        ptrace_api.resume_to_syscall(variant.pid)
+
     def mirror_interrupted(self, variant: Variant, call_nr: int, abi: Abi, result: int) -> None:
         """A follower at the exit of a skipped call that the leader's kernel interrupted
         (`result` is a restart code) is brought to the same point as the leader.

@@ -23,6 +23,7 @@ signal is set aside until all variants meet at a syscall, and delivered there.
 from __future__ import annotations
 
 import enum
+import random
 import signal as _signal
 from dataclasses import dataclass, field
 
@@ -44,6 +45,37 @@ class Where(enum.Enum):
     HELD = "held at its signal stop"
     PARKED = "in the wait loop"
     EXITED = "exited"
+
+
+class DelaySample:
+    """Delivery delays: exact count, mean and maximum, and a bounded uniform sample
+    (reservoir) for percentiles, so a run of millions of signals keeps flat memory."""
+
+    CAPACITY = 20_000
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.maximum = 0.0
+        self.sample: list[float] = []
+        self._random = random.Random(0)
+
+    def append(self, delay: float) -> None:
+        self.count += 1
+        self.total += delay
+        self.maximum = max(self.maximum, delay)
+        if len(self.sample) < self.CAPACITY:
+            self.sample.append(delay)
+        else:
+            slot = self._random.randrange(self.count)
+            if slot < self.CAPACITY:
+                self.sample[slot] = delay
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __eq__(self, other: object) -> bool:  # compares as the list of delays seen (tests)
+        return self.sample == other if isinstance(other, list) else NotImplemented
 
 
 # --- decisions ---
@@ -96,12 +128,18 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Unpark:
+    """Take a parked variant out of the wait loop without a signal: its call runs again."""
+    variant: int
+
+
+@dataclass(frozen=True)
 class NonCompliant:
     variant: int
     signum: int
 
 
-Decision = Deliver | Hold | Suppress | Proceed | Park | Resend | Release | NonCompliant
+Decision = Deliver | Hold | Suppress | Proceed | Park | Resend | Release | Unpark | NonCompliant
 
 
 @dataclass
@@ -145,7 +183,7 @@ class SignalCoordinator:
         self.current: int | None = None  # the signal being synchronised
         self.current_since = 0.0
         self.resent: set[int] = set()
-        self.delays: list[float] = []  # seconds, first stop to last release, per delivery
+        self.delays = DelaySample()  # seconds, first stop to last release, per delivery
 
     # --- what the program told the kernel ---
 
@@ -212,9 +250,26 @@ class SignalCoordinator:
         return [NonCompliant(index, self.current or 0)]
 
     def on_exit(self, index: int, now: float) -> list[Decision]:
+        """A variant that dies takes the synchronisation point with it: the signal in
+        flight is set aside in the others, which run on; if they die the same way the run
+        ends alike, if they reach a syscall the monitor reports the difference there."""
         self.variants[index] = _Variant(where=Where.EXITED)
         self.resent.discard(index)
-        return self._progress(now) if self.current is not None else []
+        signum = self.current
+        if signum is None:
+            return []
+        decisions: list[Decision] = []
+        for live_index in self._live():
+            variant = self.variants[live_index]
+            if variant.where is Where.HELD:
+                variant.add_pending(_Pending(signum, variant.held_info, self.current_since))
+                decisions.append(Unpark(live_index) if variant.parked else Suppress(live_index))
+            elif variant.where is Where.PARKED:
+                decisions.append(Unpark(live_index))
+            variant.where, variant.parked = Where.RUNNING, False
+        self.current = None
+        self.resent.clear()
+        return decisions
 
     # --- the rules ---
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ABIS
@@ -30,7 +30,11 @@ ENDED = "<ended>"  # a pseudo-syscall: the variant died here (crash or fatal kil
 # The model's names, and the names the monitor may report for them.
 REAL_NAMES = {"open": {"open", "openat"}}
 
-PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, database=None,
+# With the timer, scripts make no nanosleep (N) and identical scripts do not crash (X):
+# both give false divergences today, each pinned by an xfail test at the end of this file.
+TIMER_EXCLUDES = "NX"
+
+PROPERTY_SETTINGS = settings(max_examples=20, deadline=None, database=None,
                              suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                     HealthCheck.too_slow])
 
@@ -157,9 +161,10 @@ def steps_from(draw: st.DrawFn, open_slots: frozenset[int], terminal: bool, time
     """One valid step given which slots are open."""
     closed = sorted(set(range(SLOTS)) - open_slots)
     opened = sorted(open_slots)
-    choices = ["S", "P", "N", "K", "L"] + (["O"] if closed else []) + (["W", "R", "C"] if opened else [])
+    choices = ["S", "P", "K", "L"] + (["O"] if closed else []) + (["W", "R", "C"] if opened else [])
+    choices += [] if timer else ["N"]  # see TIMER_EXCLUDES
     if terminal:
-        choices += ["X", "E"]
+        choices += ["E"] + ([] if timer else ["X"])
     op = draw(st.sampled_from(choices))
     if op == "O":
         return Step("O", draw(st.sampled_from(closed)))
@@ -169,7 +174,7 @@ def steps_from(draw: st.DrawFn, open_slots: frozenset[int], terminal: bool, time
     if op == "S":
         return Step("S", data=draw(data_bytes))
     if op == "N":
-        return Step("N", draw(st.integers(1, 3000 if timer else 300)))
+        return Step("N", draw(st.integers(1, 300)))
     if op == "K":
         return Step("K", draw(st.sampled_from([SIGUSR1, SIGUSR2] + ([SIGTERM] if terminal else []))))
     if op == "L":
@@ -271,18 +276,28 @@ def divergent_pairs(draw: st.DrawFn, timer: bool = False) -> Pair:
 # --- running ---
 
 
+MARKER = b"#SCRIPT#"
+SCRIPT_ROOM = 16384
+
+
 @pytest.fixture(scope="session")
 def build_script(build_program: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
                  ) -> Callable[[Script, str], Path]:
-    """The interpreter with a script compiled in, cached by the script's hash."""
-    headers = tmp_path_factory.mktemp("scripts")
+    """The interpreter with a script compiled in, cached by the script's hash: one gcc run
+    per ABI, then a copy of the binary with the script written after its marker."""
+    directory = tmp_path_factory.mktemp("scripts")
 
     def build(script: Script, abi: str) -> Path:
-        text = script_text(script)
-        header = headers / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.h"
-        if not header.exists():
-            header.write_text(f'#define SCRIPT "{text}"\n')
-        return build_program("script", abi, "-include", str(header))
+        text = script_text(script).encode()
+        path = directory / f"script-{abi}-{hashlib.sha256(text).hexdigest()[:16]}"
+        if not path.exists():
+            image = bytearray(build_program("script", abi).read_bytes())
+            at = image.find(MARKER)
+            assert at >= 0 and image.count(MARKER) == 1 and len(text) < SCRIPT_ROOM - len(MARKER)
+            image[at + len(MARKER):at + len(MARKER) + len(text) + 1] = text + b"\0"
+            path.write_bytes(bytes(image))
+            path.chmod(0o755)
+        return path
 
     return build
 
@@ -316,8 +331,13 @@ def check_divergence(pair: Pair, abi: str, timer: bool, build_script, run_mvee) 
         assert result.stdout == expected.stdout, where
         assert files_in(directory) == expected.files, where
     culprit = records_a[at] if records_a[at].name != ENDED else records_b[at]
-    name = result.report["alarm"]["syscall"]["name"]
-    assert name in REAL_NAMES.get(culprit.name, {culprit.name}), f"{where}: alarm at {name}"
+    alarm = result.report["alarm"]
+    name = alarm["syscall"]["name"]
+    # A variant that crashed at step k may leave the other one in its SIGALRM handler's write.
+    in_tick_handler = (timer and ENDED in (records_a[at].name, records_b[at].name)
+                       and name == "write" and "buf=b't' (1 bytes)" in alarm["views"][0])
+    assert name in REAL_NAMES.get(culprit.name, {culprit.name}) or in_tick_handler, \
+        f"{where}: alarm at {name}: {alarm['views']}"
     assert not any(Path(f"/proc/{v['pid']}").exists() for v in result.report["variants"])
 
 
@@ -372,15 +392,57 @@ def test_identical_scripts_with_a_1khz_timer(script: Script, abi: str, variants:
 
 def test_the_model_matches_a_native_run(build_script, tmp_path: Path) -> None:
     """The oracle itself: every op, natively, gives what the model says."""
-    script = (Step("O", 0), Step("W", 0, b"hi"), Step("S", data=b"\n\x00\xff"), Step("R", 0), Step("K", SIGUSR1),
-              Step("K", SIGUSR2), Step("N", 100), Step("P"), Step("L", 1), Step("C", 0), Step("O", 1),
-              Step("W", 1, b""), Step("E", 3))
+    script = (Step("O", 0), Step("W", 0, b"hi"), Step("S", data=b"\n\x00\xff"), Step("R", 0),
+              Step("K", SIGUSR1), Step("K", SIGUSR2), Step("N", 100), Step("P"), Step("L", 1), Step("C", 0),
+              Step("O", 1), Step("W", 1, b""), Step("E", 3))
     records, status = simulate(script)
     expected = world_after(records)
     for abi in sorted(ABIS):
         directory = tmp_path / abi
         directory.mkdir()
-        native = subprocess.run([str(build_script(script, abi)), str(directory)], capture_output=True, timeout=30)
+        program = build_script(script, abi)
+        native = subprocess.run([str(program), str(directory)], capture_output=True, timeout=30)
         assert (native.returncode, native.stdout, files_in(directory)) == (status, expected.stdout,
                                                                            expected.files)
     assert expected.stdout == b"\n\x00\xffhi[10][12]" and expected.files == {"f0": b"hi", "f1": b""}
+
+
+# --- false divergences found by the properties above (monitor bugs, reproduced on purpose) ---
+
+
+def repeat_until_divergence(run_mvee, attempts: int, *argv: str) -> list[tuple[int, str]]:
+    outcomes = []
+    for _ in range(attempts):
+        result = run_mvee("-n", "3", "--", *argv, timeout=120)
+        outcomes.append((result.returncode, result.stderr.strip()))
+        if result.returncode != 0 and result.returncode < 128:
+            break
+    return outcomes
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "false divergence: a leader's nanosleep interrupted by its own SIGALRM (handler, SA_RESTART) "
+    "returns EINTR (ERESTART_RESTARTBLOCK with a handler), but a follower whose SIGALRM was not yet "
+    "pending at the skipped call's exit is rewound by mirror_interrupted into restart_syscall; its "
+    "signal then arrives before it re-enters, the handler runs, and the follower enters "
+    "restart_syscall where the leader goes on: 'variant 0 calls nanosleep, variant N calls "
+    "restart_syscall' (about 1 run in 12 with -n 2, nearly every run with -n 3)"))
+def test_nanosleeps_under_a_1khz_timer_run_clean(build_script, run_mvee, tmp_path: Path) -> None:
+    program = build_script(tuple(Step("N", 1000) for _ in range(1000)), "x86_64")
+    outcomes = repeat_until_divergence(run_mvee, 3, str(program), str(tmp_path), "timer")
+    assert all(status == 0 for status, _ in outcomes), outcomes
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "false divergence: identical variants that crash at the same instruction while a 1 kHz "
+    "SIGALRM timer runs: one variant's tick is held, the other faults (SIGSEGV delivered at "
+    "once) and dies, on_exit then releases the held tick, and the survivor runs its handler's "
+    "write: 'variant 0 killed by SIGSEGV while variant 1 calls write' (exit 120) where a native "
+    "run, and the same run without the timer, end with SIGSEGV in every variant (139)"))
+def test_identical_crash_under_a_1khz_timer_is_not_a_divergence(build_script, run_mvee, tmp_path: Path
+                                                                ) -> None:
+    program = build_script((Step("L", 20), Step("X")), "x86_64")
+    native = subprocess.run([str(program), str(tmp_path), "timer"], capture_output=True, timeout=30)
+    assert native.returncode == -SIGSEGV
+    outcomes = repeat_until_divergence(run_mvee, 3, str(program), str(tmp_path), "timer")
+    assert all(status == 128 + SIGSEGV for status, _ in outcomes), outcomes

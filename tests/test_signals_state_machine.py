@@ -17,6 +17,7 @@ from mvee.signals import (
     Resend,
     SignalCoordinator,
     Suppress,
+    Unpark,
 )
 
 ALRM, USR1, USR2 = signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2
@@ -172,11 +173,13 @@ def test_loop_timeout_is_non_compliance_naming_the_signal() -> None:
     assert machine.on_loop_timeout(1) == [NonCompliant(1, USR1)]
 
 
-def test_an_exiting_variant_unblocks_the_others() -> None:
-    machine = coordinator(3)
+def test_an_exiting_variant_sets_the_signal_aside_in_the_others() -> None:
+    machine = coordinator(4)
     machine.on_signal(0, ALRM, info(0), 0.0)
     machine.on_signal(1, ALRM, info(1), 0.0)
-    assert machine.on_exit(2, 0.1) == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(1), False)]
+    assert machine.on_syscall_entry(2, 0.0) == [Park(2)]
+    assert machine.on_exit(3, 0.1) == [Suppress(0), Suppress(1), Unpark(2)]
+    assert machine.current is None and machine.variants[0].has_pending(ALRM)
 
 
 def test_sa_resethand_makes_the_next_instance_immediate() -> None:

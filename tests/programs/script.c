@@ -1,8 +1,10 @@
 /* An interpreter of a script of system calls, compiled into the program.
  *
  * usage: script DIR [timer]
- * The script comes from the macro SCRIPT (build with -include a header that
- * defines it, or -DSCRIPT=...): steps separated by ';', each one letter and its
+ * The script is compiled in: either the macro SCRIPT (-DSCRIPT='"S:6869;E3"'), or,
+ * without it, the text written into a copy of the binary after the marker
+ * "#SCRIPT#" of `script_area` (NUL-terminated; the tests do this, so one build
+ * serves every script). Steps are separated by ';', each one letter and its
  * arguments. Files are DIR/f0 .. DIR/f7, one fd slot each.
  *
  *   O<n>         open DIR/f<n> (O_RDWR|O_CREAT|O_APPEND, 0644) into slot n
@@ -15,9 +17,12 @@
  *   N<us>        sleep that many microseconds       (nanosleep)
  *   K<sig>       kill(own pid, sig)                 (kill); the handler of
  *                SIGUSR1/SIGUSR2 writes "[<sig>]" to stdout (write)
- *   L<n>         spin n * 100,000 steps, no syscall
+ *   L<n>         spin n * SPIN_STEPS steps (default 100,000), no syscall; builds
+ *                with different -DSPIN_STEPS are variants that run at different speeds
  *   X            crash: store through a NULL pointer (SIGSEGV)
  *   E<n>         exit with status n                 (exit_group)
+ *   J<n>         jump back to the first step, n times in all (long runs from a
+ *                short script; the property tests do not use it)
  *
  * The end of the script exits with status 0. With "timer", a POSIX timer sends
  * SIGALRM at 1 kHz throughout; its handler writes a byte to /dev/null. The
@@ -32,11 +37,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SCRIPT
-#define SCRIPT ""
+#define MARKER "#SCRIPT#"
+#ifdef SCRIPT
+char script_area[] = MARKER SCRIPT;
+#else
+char script_area[16384] = MARKER;
 #endif
 
 #define SLOTS 8
+#ifndef SPIN_STEPS
+#define SPIN_STEPS 100000L
+#endif
 
 static int devnull = -1;
 static volatile unsigned long ticks;
@@ -106,7 +117,8 @@ int main(int argc, char **argv) {
     unsigned char buffer[256];
     char path[4096];
     volatile unsigned long spin = 0;
-    const char *step = SCRIPT;
+    const char *start = script_area + sizeof MARKER - 1, *step = start;
+    long jumps = 0;
     while (*step) {
         const char *end = strchr(step, ';');
         if (!end) end = step + strlen(step);
@@ -146,13 +158,20 @@ int main(int argc, char **argv) {
             kill(self, (int)number);
             break;
         case 'L':
-            for (long i = 0; i < number * 100000L; i++) spin += (unsigned long)i ^ spin;
+            for (long i = 0; i < number * SPIN_STEPS; i++) spin += (unsigned long)i ^ spin;
             break;
         case 'X':
             *(volatile int *)0 = 1;
             break;
         case 'E':
             _exit((int)number);
+        case 'J':
+            if (jumps < number) {
+                jumps++;
+                step = start;
+                continue;
+            }
+            break;
         }
         step = *end ? end + 1 : end;
     }
