@@ -48,7 +48,7 @@ def remove_stale_temp_dirs(parent: Path) -> list[Path]:
     removed = []
     for path in parent.glob(f"{TEMP_PREFIX}*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isdigit() and not process_exists(int(pid)):
             remove_tree(path)
             removed.append(path)
     return removed
@@ -76,7 +76,8 @@ def _mount_points_under(path: Path) -> list[str]:
     return points
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process of that pid exists (a zombie included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -82,12 +82,8 @@ def run_root(cache_root: Path | None = None) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not cache.process_exists(pid):
         return False
-    except PermissionError:
-        return True
     # A zombie is not alive: it just has not been reaped by its parent yet.
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
