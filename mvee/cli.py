@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 
 from mvee import report, waitloop
+from mvee.forwarded import FORWARDED
 from mvee.monitor import Monitor, MonitorOptions, Outcome
-from mvee.stops import FORWARDED
 from mvee.variant import StartError, Variant, start
 
 EXIT_USAGE = 2
