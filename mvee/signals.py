@@ -181,6 +181,7 @@ class SignalCoordinator:
         self.dispositions: dict[int, Disposition] = {}
         self.reset_on_delivery: set[int] = set()
         self.current: int | None = None  # the signal being synchronised
+        self.someone_died = False  # the survivors must end the same way, handlers no more
         self.current_since = 0.0
         self.resent: set[int] = set()
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
@@ -211,7 +212,7 @@ class SignalCoordinator:
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        if not arriving and (self.policy == "at-syscall" or self.current is not None):
+        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died):
             variant.add_pending(_Pending(signum, info, now))
             return [Suppress(index)]
         if self.current is None:
@@ -252,8 +253,11 @@ class SignalCoordinator:
     def on_exit(self, index: int, now: float) -> list[Decision]:
         """A variant that dies takes the synchronisation point with it: the signal in
         flight is set aside in the others, which run on; if they die the same way the run
-        ends alike, if they reach a syscall the monitor reports the difference there."""
+        ends alike, if they reach a syscall the monitor reports the difference there.
+        No handler runs in them any more: the dead one ran none, and a handler's syscalls
+        would be told apart from a death that the survivors are about to share."""
         self.variants[index] = _Variant(where=Where.EXITED)
+        self.someone_died = True
         self.resent.discard(index)
         signum = self.current
         if signum is None:

@@ -433,12 +433,8 @@ def test_nanosleeps_under_a_1khz_timer_run_clean(build_script, run_mvee, tmp_pat
     assert all(status == 0 for status, _ in outcomes), outcomes
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "false divergence: identical variants that crash at the same instruction while a 1 kHz "
-    "SIGALRM timer runs: one variant's tick is held, the other faults (SIGSEGV delivered at "
-    "once) and dies, on_exit then releases the held tick, and the survivor runs its handler's "
-    "write: 'variant 0 killed by SIGSEGV while variant 1 calls write' (exit 120) where a native "
-    "run, and the same run without the timer, end with SIGSEGV in every variant (139)"))
+# Was a false divergence: the crashed variant's death released a tick held in the
+# survivor, whose handler's write then met a dead variant.
 def test_identical_crash_under_a_1khz_timer_is_not_a_divergence(build_script, run_mvee, tmp_path: Path
                                                                 ) -> None:
     program = build_script((Step("L", 20), Step("X")), "x86_64")

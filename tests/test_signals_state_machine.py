@@ -182,6 +182,15 @@ def test_an_exiting_variant_sets_the_signal_aside_in_the_others() -> None:
     assert machine.current is None and machine.variants[0].has_pending(ALRM)
 
 
+def test_after_a_death_the_survivors_run_no_handler() -> None:
+    machine = coordinator(3)
+    assert machine.on_exit(2, 0.0) == []  # crashed: the others should crash alike
+    assert machine.on_signal(0, ALRM, info(0), 0.1) == [Suppress(0)]
+    assert machine.on_signal(1, ALRM, info(1), 0.1) == [Suppress(1)]
+    assert machine.on_syscall_entry(0, 0.2) == [Proceed(0)]  # the monitor calls this a divergence
+    assert machine.on_signal(1, signal.SIGSEGV, info(1), 0.3, fault=True) == [Deliver(1, signal.SIGSEGV)]
+
+
 def test_sa_resethand_makes_the_next_instance_immediate() -> None:
     machine = coordinator(2, handled=())
     machine.set_disposition(USR1, Disposition.HANDLER, flags=0x80000000)
