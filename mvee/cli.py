@@ -146,6 +146,8 @@ def _check_report_path(path: str | None) -> None:
         raise UsageError(f"report path is a directory: {path}")
     if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
         raise UsageError(f"report path exists and is not a regular file: {path}")
+    if not report.may_replace(path):
+        raise UsageError(f"report path exists and is not an mvee report (not overwritten): {path}")
     try:  # the report is written atomically through a file in that directory: try one now
         os.unlink(report.make_temporary(directory))
     except OSError as error:

@@ -45,8 +45,34 @@ def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
     return report
 
 
+_LARGEST_REPORT = 16 << 20  # bytes; reports are far smaller (the delay list is a bounded sample)
+
+
+def may_replace(path: str) -> bool:
+    """Whether a report may be written at `path`: nothing there, an empty file, or an
+    earlier report. Anything else is the user's, and is never overwritten."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return True
+    if size == 0:
+        return True
+    if size > _LARGEST_REPORT:
+        return False
+    try:
+        with open(path, "rb") as existing:
+            earlier = json.loads(existing.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(earlier, dict) and earlier.get("verdict") in VERDICTS
+
+
 def make_temporary(directory: str) -> str:
+    """An empty file in `directory` with the mode a new file gets there (umask applied)."""
     fd, temporary = tempfile.mkstemp(prefix=".mvee-report-", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     return temporary
 

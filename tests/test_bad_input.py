@@ -7,6 +7,7 @@ process left behind is found by scanning /proc.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -198,3 +199,27 @@ def test_report_onto_a_device_node_keeps_the_device(tmp_path: Path) -> None:
     os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null
     result = mvee("run", "--report", str(device), "--", "true")
     assert stat.S_ISCHR(device.lstat().st_mode), f"status {result.returncode}: the device was replaced"
+
+
+@pytest.mark.parametrize("content", [b"#!/bin/sh\necho precious\n", b"\x7fELF\x02\x01", b'{"data": 1}\n'])
+def test_report_over_a_file_that_is_not_a_report_keeps_it(content: bytes, tmp_path: Path) -> None:
+    """`--report ./prog -- ./prog`, or a typo naming a data file: the file stays as it was."""
+    precious = tmp_path / "precious"
+    precious.write_bytes(content)
+    precious.chmod(0o755)
+    witness = tmp_path / "ran"
+    result = mvee("run", "--report", str(precious), "--", "touch", str(witness))
+    assert_one_line_error(result, USAGE, "not an mvee report")
+    assert precious.read_bytes() == content and precious.stat().st_mode & 0o777 == 0o755
+    assert not witness.exists()
+
+
+def test_an_earlier_report_is_replaced_with_the_usual_mode(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    for program in ("true", "false"):
+        result = mvee("run", "--report", str(path), "--", program)
+        assert result.returncode == (program == "false"), result.stderr
+        assert json.loads(path.read_text())["variants"][0]["exit_status"] == (program == "false")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file here, not mkstemp's 0600
