@@ -205,6 +205,8 @@ class Monitor:
 
     def _on_entry(self, variant: Variant, info: SyscallStop) -> None:
         variant.abi_name = variant.abi_name or info.abi.name
+        if variant.interrupted is not None:  # re-entering a mirrored interrupted call
+            variant.restart_code, variant.interrupted = variant.interrupted[1], None
         if self.executor.at_loop_trap(variant, info.instruction_pointer, after=True):
             self._carry_out(self.signals.on_loop_timeout(variant.index))
         if variant.loop is None:
@@ -234,6 +236,8 @@ class Monitor:
                 variant, ptrace_api.peek_user(variant.pid, "ip"), after=False):
             # int 0x80 without IA-32 emulation faults: the trap all the same.
             self._carry_out(self.signals.on_loop_timeout(variant.index))
+        if variant.interrupted is not None:
+            self.executor.undo_rewind(variant)
         self._carry_out(self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault))
 
     def _after_exec(self, variant: Variant) -> None:
@@ -275,6 +279,7 @@ class Monitor:
         for decision in decisions:
             variant = self.variants[decision.variant]
             if isinstance(decision, Deliver):
+                variant.interrupted = None  # the kernel restarts or fails the call now
                 self._resume(variant, decision.signum)
             elif isinstance(decision, Hold):
                 variant.state = State.HELD
@@ -288,6 +293,7 @@ class Monitor:
                 os.kill(variant.pid, decision.signum)
             elif isinstance(decision, Release):
                 variant.state = State.RUNNING
+                variant.interrupted = None
                 self.executor.release(variant, decision.signum, decision.info)
             elif isinstance(decision, Unpark):
                 variant.state = State.RUNNING

@@ -122,8 +122,10 @@ class SignalExecutor:
         code in ax, the call in orig_ax): its kernel then restarts or fails the call
         with EINTR exactly as the leader's does. Without one, the kernel would hand
         the raw code to user space, so the monitor rewinds it to enter the call
-        again (restart_syscall after an interrupted sleep, as the kernel does), and
-        keeps the code for when the variant is parked there and released."""
+        again (restart_syscall after an interrupted sleep, as the kernel does); if
+        its signal comes before it is back in the kernel, `undo_rewind` gives it the
+        leader's state after all, and if it is parked at that entry the code goes
+        with the release."""
         pid = variant.pid
         if ptrace_api.has_deliverable_signal(pid):
             ptrace_api.poke_user(pid, "orig_ax", call_nr)
@@ -131,9 +133,22 @@ class SignalExecutor:
             return
         regs = ptrace_api.get_regs(pid)
         entry = abi.syscall_numbers["restart_syscall"] if result == -ERESTART_RESTARTBLOCK else call_nr
-        ptrace_api.set_regs(pid, HOST.with_registers(regs, {
-            "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH, "ax": entry}))
-        variant.restart_code = result
+        rewound_ip = HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH
+        ptrace_api.set_regs(pid, HOST.with_registers(regs, {"ip": rewound_ip, "ax": entry}))
+        variant.interrupted = (call_nr, result, rewound_ip)
+
+    @staticmethod
+    def undo_rewind(variant: Variant) -> None:
+        """At a signal-delivery-stop of a variant that mirror_interrupted rewound: the
+        leader's kernel state, so that delivering (or not) the signal restarts or fails
+        the call as in the leader. Undelivered, the kernel rewinds it again itself."""
+        assert variant.interrupted is not None
+        call_nr, code, rewound_ip = variant.interrupted
+        regs = ptrace_api.get_regs(variant.pid)
+        if HOST.register(regs, "ip") != rewound_ip:
+            return  # stopped elsewhere (a fault on the way)
+        ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
+            "ip": rewound_ip + SYSCALL_INSTRUCTION_LENGTH, "orig_ax": call_nr, "ax": code}))
 
     @staticmethod
     def at_loop_trap(variant: Variant, instruction_pointer: int, after: bool) -> bool:

@@ -43,6 +43,9 @@ class Variant:
     loop_address: int | None = None
     parked_regs: bytes | None = None
     restart_code: int = -513  # -ERESTARTNOINTR: re-run the skipped call after the handler
+    # Rewound by mirror_interrupted, not yet back in the kernel: the call's number, the
+    # restart code the leader's kernel gave it, the rewound instruction pointer.
+    interrupted: tuple[int, int, int] | None = None
 
     @property
     def alive(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,12 +47,19 @@ def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Pa
     run_dir.mkdir(parents=True)
     dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process can have it
     # A stand-in for QEMU: its command line names the run directory, as QEMU's does.
-    stand_in = subprocess.Popen(["sleep", "60", str(run_dir)], start_new_session=True)
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run_dir)],
+                                start_new_session=True)
     (run_dir / qemu.OWNER_PID_FILE).write_text(f"{dead_pid}\n")
     (run_dir / qemu.QEMU_PID_FILE).write_text(f"{stand_in.pid}\n")
     (run_dir / "disk.qcow2").write_bytes(b"x")
-    assert qemu.reap_stale(tmp_path) == [run_dir]
-    assert stand_in.wait(timeout=10) != 0 and not run_dir.exists()
+    try:
+        assert qemu.reap_stale(tmp_path) == [run_dir]
+        assert not run_dir.exists()
+        # reap_stale may have collected its status itself (then wait says 0): whichever,
+        # it has ended, where it would otherwise sleep on past the timeout.
+        stand_in.wait(timeout=10)
+    finally:
+        stand_in.kill()
 
 
 def test_a_live_owner_keeps_its_run_directory(tmp_path: Path) -> None:
