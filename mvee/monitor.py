@@ -9,6 +9,7 @@ Signal stops go to mvee.signals, whose decisions mvee.signal_executor carries ou
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -94,30 +95,10 @@ class Monitor:
     def run(self) -> Outcome:
         self.waiter = StopWaiter(self._forward_external_signal)
         try:
-            for variant in self.variants:  # released together from their exec stops
-                ptrace_api.resume_to_syscall(variant.pid)
-            while True:
-                self._wait_for_rendezvous()
-                live = [v for v in self.variants if v.alive]
-                if not live:
-                    return self._final_outcome()
-                if len(live) < len(self.variants):
-                    if self._dying_alike(live):
-                        continue
-                    raise self._alarm_for_early_exit(live)
-                decisions = self.signals.on_rendezvous(time.monotonic())
-                if decisions:
-                    self._carry_out(decisions)
-                    continue
-                calls = [v.call for v in self.variants]
-                reason = engine.compare(calls)
-                if reason:
-                    raise Alarm("divergence", reason, calls)
-                unsupported = calls[0].unsupported_reason
-                if unsupported:
-                    raise Alarm("unsupported", unsupported, calls)
-                self._execute(calls)
-                self.syscalls += 1
+            try:
+                return self._lockstep()
+            except ptrace_api.PtraceError as error:
+                raise self._vanished(error) from None
         except Alarm as alarm:
             self.kill_all()
             return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,
@@ -127,6 +108,52 @@ class Monitor:
             return Outcome("error", str(error), None, None, self.syscalls)
         finally:
             self.waiter.close()
+
+    def _lockstep(self) -> Outcome:
+        for variant in self.variants:  # released together from their exec stops
+            ptrace_api.resume_to_syscall(variant.pid)
+        while True:
+            self._wait_for_rendezvous()
+            live = [v for v in self.variants if v.alive]
+            if not live:
+                return self._final_outcome()
+            if len(live) < len(self.variants):
+                if self._dying_alike(live):
+                    continue
+                raise self._alarm_for_early_exit(live)
+            decisions = self.signals.on_rendezvous(time.monotonic())
+            if decisions:
+                self._carry_out(decisions)
+                continue
+            calls = [v.call for v in self.variants]
+            reason = engine.compare(calls)
+            if reason:
+                raise Alarm("divergence", reason, calls)
+            unsupported = calls[0].unsupported_reason
+            if unsupported:
+                raise Alarm("unsupported", unsupported, calls)
+            self._execute(calls)
+            self.syscalls += 1
+
+    def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError:
+        """A ptrace call found a variant gone: killed from outside (SIGKILL) between its
+        stop and the call. Its death is collected and reported like any early death;
+        any other ptrace failure stays the monitor's error."""
+        variant = self.by_pid.get(error.pid) if error.errno == errno.ESRCH else None
+        if variant is None:
+            return error
+        deadline = time.monotonic() + 5
+        while variant.alive:
+            found = self._wait(variant.pid, deadline)
+            if found is None:
+                return error  # not dead after all: a monitor bug
+            if os.WIFEXITED(found[1]) or os.WIFSIGNALED(found[1]):
+                variant.record_exit(found[1])
+        live = [v for v in self.variants if v.alive]
+        if not live:
+            return Alarm("divergence", f"variant {variant.index} {variant.termination()} while the "
+                         "monitor handled it", variant=variant.index)
+        return self._alarm_for_early_exit(live)
 
     def kill_all(self) -> None:
         for variant in self.variants:
@@ -470,9 +497,9 @@ class Monitor:
         gone = next(v for v in self.variants if not v.alive)
         waiting = live[0]
         calls = [v.call for v in live if isinstance(v.call, Call)]
+        doing = f"calls {waiting.call.name}" if waiting.call else "runs"
         return Alarm("divergence", f"variant {gone.index} {gone.termination()} while variant "
-                     f"{waiting.index} calls {waiting.call.name if waiting.call else '?'}",
-                     calls, variant=gone.index)
+                     f"{waiting.index} {doing}", calls, variant=gone.index)
 
     def _final_outcome(self) -> Outcome:
         details: dict[str, object] = {"signals": self.signal_statistics(),
