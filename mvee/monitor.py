@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from mvee import engine, ptrace_api
-from mvee.abi import HOST
+from mvee.abi import BY_NAME, HOST
 from mvee.engine import Call
 from mvee.ptrace_api import Memory, SyscallStop
 from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
@@ -244,7 +244,7 @@ class Monitor:
         if local:
             self._check_loop_page(variant, call)
         variant.state, variant.call = State.AT_ENTRY, call
-        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic())
+        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
         self._carry_out(decisions)
         if any(type(d) is Proceed and d.variant == variant.index for d in decisions):
             if local:
@@ -265,7 +265,14 @@ class Monitor:
             self._carry_out(self.signals.on_loop_timeout(variant.index))
         if variant.interrupted is not None:
             self.executor.undo_rewind(variant)
-        self._carry_out(self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault))
+        interrupted = self.executor.interrupted_call(variant)
+        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault,
+                                           movable=not fault and interrupted is None)
+        if interrupted and Suppress(variant.index) in decisions:
+            # Without the signal it re-enters the call (restart_syscall after a sleep); the
+            # code says how the call ends when the signal comes there.
+            self.executor.rewind(variant, BY_NAME[variant.abi_name], interrupted)
+        self._carry_out(decisions)
 
     def _after_exec(self, variant: Variant) -> None:
         variant.memory.close()

@@ -24,6 +24,7 @@ from mvee.variant import Variant
 
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 RESTART_CODES = frozenset({-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK})
+_RESTART_CODES_32 = frozenset(code & 0xFFFFFFFF for code in RESTART_CODES)
 SYSCALL_INSTRUCTION_LENGTH = 2  # syscall, int 0x80, and sysenter's int 0x80 landing pad
 _USER_CS_64 = 0x33
 _PROT_READ_EXEC = 0x1 | 0x4
@@ -132,10 +133,19 @@ class SignalExecutor:
             ptrace_api.poke_user(pid, "ax", result)
             return
         regs = ptrace_api.get_regs(pid)
-        entry = abi.syscall_numbers["restart_syscall"] if result == -ERESTART_RESTARTBLOCK else call_nr
-        rewound_ip = HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH
-        ptrace_api.set_regs(pid, HOST.with_registers(regs, {"ip": rewound_ip, "ax": entry}))
-        variant.interrupted = (call_nr, result, rewound_ip)
+        self.rewind(variant, abi, (call_nr, result, HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH))
+
+    @staticmethod
+    def rewind(variant: Variant, abi: Abi, interrupted: tuple[int, int, int]) -> None:
+        """Back over the syscall instruction, to enter the interrupted call again, as the
+        kernel does when no handler runs. Done by the monitor, not left to the kernel:
+        a follower that never slept has no restart block of its own, and the kernel
+        would pick restart_syscall's number from it (a 64-bit one, madvise to int 0x80)."""
+        call_nr, code, rewound_ip = interrupted
+        entry = abi.syscall_numbers["restart_syscall"] if code == -ERESTART_RESTARTBLOCK else call_nr
+        ptrace_api.set_regs(variant.pid, HOST.with_registers(ptrace_api.get_regs(variant.pid), {
+            "ip": rewound_ip, "ax": entry, "orig_ax": -1}))
+        variant.interrupted = interrupted
 
     @staticmethod
     def undo_rewind(variant: Variant) -> None:
@@ -149,6 +159,19 @@ class SignalExecutor:
             return  # stopped elsewhere (a fault on the way)
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
             "ip": rewound_ip + SYSCALL_INSTRUCTION_LENGTH, "orig_ax": call_nr, "ax": code}))
+
+    @staticmethod
+    def interrupted_call(variant: Variant) -> tuple[int, int, int] | None:
+        """At a signal-delivery-stop: if the variant is just out of a syscall that the
+        signal interrupted (a restart code in ax), what `Variant.interrupted` holds once
+        the kernel rewinds it to re-enter that call (the signal not delivered here): the
+        call's number, the code, the rewound instruction pointer. None in its own code."""
+        regs = ptrace_api.get_regs(variant.pid)
+        nr = HOST.register(regs, "orig_ax")
+        code = HOST.register(regs, "ax") & 0xFFFFFFFF  # a 32-bit variant's code is 32 bits wide
+        if not (0 <= nr < 0x1000 and code in _RESTART_CODES_32):
+            return None
+        return nr, code - (1 << 32), HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH
 
     @staticmethod
     def at_loop_trap(variant: Variant, instruction_pointer: int, after: bool) -> bool:

@@ -153,6 +153,7 @@ class _Pending:
 class _Variant:
     where: Where = Where.RUNNING
     parked: bool = False  # in the wait loop (also while HELD there)
+    movable: bool = False  # HELD in its own code, not at an interrupted call: may run on
     held_info: bytes = b""
     held_since: float = 0.0
     pending: list[_Pending] = field(default_factory=list)
@@ -206,13 +207,19 @@ class SignalCoordinator:
 
     # --- events ---
 
-    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False
-                  ) -> list[Decision]:
+    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
+                  movable: bool = False) -> list[Decision]:
+        """`movable`: the variant was stopped in its own code (not just out of an
+        interrupted syscall), so it may run on to its next syscall without the signal."""
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died):
+        waited_for = movable and any(v.where is Where.AT_SYSCALL for v in self.variants)
+        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
+                             or waited_for):  # waited for: it comes on to that syscall, gets it there
+            if variant.has_pending(signum):
+                self.resent.discard(index)  # a re-sent instance set aside again: send it again later
             variant.add_pending(_Pending(signum, info, now))
             return [Suppress(index)]
         if self.current is None:
@@ -224,19 +231,42 @@ class SignalCoordinator:
         self.resent.discard(index)
         variant.where = Where.HELD
         variant.held_info = resent.info if resent else info
+        variant.movable = movable
         return self._progress(now) or [Hold(index)]
 
-    def on_syscall_entry(self, index: int, now: float) -> list[Decision]:
+    def on_syscall_entry(self, index: int, now: float, synchronised: bool = True) -> list[Decision]:
+        """`synchronised`: the variant waits here for the others (not a LOCAL call)."""
         self.variants[index].where = Where.AT_SYSCALL
-        decisions = self._progress(now) if self.current is not None else []
+        if self.current is None:
+            decisions = []
+        elif synchronised and self._holders_may_come():
+            decisions = self._set_all_aside()  # to be delivered here, in every variant
+        else:
+            decisions = self._progress(now)
         if self.variants[index].where is Where.AT_SYSCALL:
+            decisions += self._raise_again(index) if synchronised and self.policy == "sync" else []
             decisions.append(Proceed(index))
         return decisions
 
-    def on_rendezvous(self, now: float) -> list[Decision]:
-        """All live variants wait at one synchronised syscall (used by `at-syscall`)."""
-        if self.policy != "at-syscall" or self.current is not None:
+    def _raise_again(self, index: int) -> list[Decision]:
+        """Signals set aside in a variant are raised again when it waits at a synchronised
+        syscall: pending in its kernel, they are delivered here if half the variants have
+        them, and otherwise interrupt the call if it blocks, as natively. (Set aside only
+        on the monitor's list, a variant would block for good in a read that only its
+        handler ends.)"""
+        variant = self.variants[index]
+        if index in self.resent or not variant.pending or self.someone_died:
             return []
+        self.resent.add(index)
+        return [Resend(index, signum) for signum in dict.fromkeys(p.signum for p in variant.pending)]
+
+    def on_rendezvous(self, now: float) -> list[Decision]:
+        """All live variants wait at one synchronised syscall. `sync`: a signal that half
+        of them have pending is delivered here; `at-syscall`: one that all have."""
+        if self.current is not None:
+            return []
+        if self.policy == "sync":
+            return self._start_next(now)
         live = self._live()
         for candidate in self.variants[live[0]].pending:
             if all(self.variants[i].has_pending(candidate.signum) for i in live):
@@ -259,21 +289,7 @@ class SignalCoordinator:
         self.variants[index] = _Variant(where=Where.EXITED)
         self.someone_died = True
         self.resent.discard(index)
-        signum = self.current
-        if signum is None:
-            return []
-        decisions: list[Decision] = []
-        for live_index in self._live():
-            variant = self.variants[live_index]
-            if variant.where is Where.HELD:
-                variant.add_pending(_Pending(signum, variant.held_info, self.current_since))
-                decisions.append(Unpark(live_index) if variant.parked else Suppress(live_index))
-            elif variant.where is Where.PARKED:
-                decisions.append(Unpark(live_index))
-            variant.where, variant.parked = Where.RUNNING, False
-        self.current = None
-        self.resent.clear()
-        return decisions
+        return self._set_all_aside() if self.current is not None else []
 
     # --- the rules ---
 
@@ -327,6 +343,33 @@ class SignalCoordinator:
             self.dispositions[signum] = Disposition.DEFAULT
             self.reset_on_delivery.discard(signum)
         return decisions + self._start_next(now)
+
+    def _holders_may_come(self) -> bool:
+        """A variant reached a synchronised syscall while others hold the signal in their
+        own code: rather than park it there (its handler would run after the code that
+        led to the syscall, theirs before: a flag the handler sets is then read
+        differently), they run on to the syscall and all get the signal there."""
+        held = [self.variants[i] for i in self._live() if self.variants[i].where is Where.HELD]
+        return bool(held) and all(v.movable and not v.parked for v in held)
+
+    def _set_all_aside(self) -> list[Decision]:
+        """The signal in flight goes back to the pending lists; every variant runs on."""
+        signum = self.current
+        assert signum is not None
+        decisions: list[Decision] = []
+        for live_index in self._live():
+            variant = self.variants[live_index]
+            if variant.where is Where.HELD:
+                variant.add_pending(_Pending(signum, variant.held_info, self.current_since))
+                decisions.append(Unpark(live_index) if variant.parked else Suppress(live_index))
+            elif variant.where is Where.PARKED:
+                decisions.append(Unpark(live_index))
+            else:
+                continue
+            variant.where, variant.parked = Where.RUNNING, False
+        self.current = None
+        self.resent.clear()
+        return decisions
 
     def _set_aside(self, holders: list[int], signum: int, now: float) -> list[Decision]:
         decisions: list[Decision] = []
