@@ -266,8 +266,7 @@ class Monitor:
         if variant.interrupted is not None:
             self.executor.undo_rewind(variant)
         interrupted = self.executor.interrupted_call(variant)
-        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault,
-                                           movable=not fault and interrupted is None)
+        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault)
         if interrupted and Suppress(variant.index) in decisions:
             # Without the signal it re-enters the call (restart_syscall after a sleep); the
             # code says how the call ends when the signal comes there.

@@ -153,7 +153,6 @@ class _Pending:
 class _Variant:
     where: Where = Where.RUNNING
     parked: bool = False  # in the wait loop (also while HELD there)
-    movable: bool = False  # HELD in its own code, not at an interrupted call: may run on
     held_info: bytes = b""
     held_since: float = 0.0
     pending: list[_Pending] = field(default_factory=list)
@@ -207,17 +206,13 @@ class SignalCoordinator:
 
     # --- events ---
 
-    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
-                  movable: bool = False) -> list[Decision]:
-        """`movable`: the variant was stopped in its own code (not just out of an
-        interrupted syscall), so it may run on to its next syscall without the signal."""
+    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False
+                  ) -> list[Decision]:
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        waited_for = movable and any(v.where is Where.AT_SYSCALL for v in self.variants)
-        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
-                             or waited_for):  # waited for: it comes on to that syscall, gets it there
+        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died):
             if variant.has_pending(signum):
                 self.resent.discard(index)  # a re-sent instance set aside again: send it again later
             variant.add_pending(_Pending(signum, info, now))
@@ -231,18 +226,12 @@ class SignalCoordinator:
         self.resent.discard(index)
         variant.where = Where.HELD
         variant.held_info = resent.info if resent else info
-        variant.movable = movable
         return self._progress(now) or [Hold(index)]
 
     def on_syscall_entry(self, index: int, now: float, synchronised: bool = True) -> list[Decision]:
         """`synchronised`: the variant waits here for the others (not a LOCAL call)."""
         self.variants[index].where = Where.AT_SYSCALL
-        if self.current is None:
-            decisions = []
-        elif synchronised and self._holders_may_come():
-            decisions = self._set_all_aside()  # to be delivered here, in every variant
-        else:
-            decisions = self._progress(now)
+        decisions = self._progress(now) if self.current is not None else []
         if self.variants[index].where is Where.AT_SYSCALL:
             decisions += self._raise_again(index) if synchronised and self.policy == "sync" else []
             decisions.append(Proceed(index))
@@ -343,14 +332,6 @@ class SignalCoordinator:
             self.dispositions[signum] = Disposition.DEFAULT
             self.reset_on_delivery.discard(signum)
         return decisions + self._start_next(now)
-
-    def _holders_may_come(self) -> bool:
-        """A variant reached a synchronised syscall while others hold the signal in their
-        own code: rather than park it there (its handler would run after the code that
-        led to the syscall, theirs before: a flag the handler sets is then read
-        differently), they run on to the syscall and all get the signal there."""
-        held = [self.variants[i] for i in self._live() if self.variants[i].where is Where.HELD]
-        return bool(held) and all(v.movable and not v.parked for v in held)
 
     def _set_all_aside(self) -> list[Decision]:
         """The signal in flight goes back to the pending lists; every variant runs on."""

@@ -133,36 +133,6 @@ def test_a_signal_set_aside_is_raised_again_at_the_next_syscall() -> None:
     assert machine.on_signal(2, ALRM, info(2), 0.3) == [Park(1)]  # now two of three have it
 
 
-def test_variants_held_in_their_own_code_come_on_to_the_syscall_another_waits_at() -> None:
-    machine = coordinator(3)
-    assert machine.on_signal(0, ALRM, info(0), 0.0, movable=True) == [Hold(0)]
-    assert machine.on_signal(2, ALRM, info(2), 0.0, movable=True) == [Hold(2)]
-    # Parked here, 1 would run the handler after the code that led to the syscall, 0 and
-    # 2 before it: they run on to the syscall instead, and all get the signal there.
-    assert machine.on_syscall_entry(1, 0.1) == [Suppress(0), Suppress(2), Proceed(1)]
-    assert machine.on_syscall_entry(0, 0.2) == [Resend(0, ALRM), Proceed(0)]
-    assert machine.on_syscall_entry(2, 0.2) == [Resend(2, ALRM), Proceed(2)]
-    assert machine.on_rendezvous(0.3) == [Park(0), Park(1), Park(2)]
-    assert machine.on_signal(0, ALRM, info(0), 0.4, movable=True) == [Hold(0)]
-    assert machine.on_signal(2, ALRM, info(2), 0.4, movable=True) == [Hold(2)]
-    assert machine.on_signal(1, ALRM, info(1), 0.5, movable=True) == [
-        Release(0, ALRM, info(0), True), Release(1, ALRM, info(1), True), Release(2, ALRM, info(2), True)]
-
-
-def test_a_signal_in_own_code_while_another_waits_at_a_syscall_is_kept_for_that_syscall() -> None:
-    machine = coordinator(2)
-    machine.on_syscall_entry(1, 0.0)
-    assert machine.on_signal(0, ALRM, info(0), 0.1, movable=True) == [Suppress(0)]
-    assert machine.on_syscall_entry(0, 0.2) == [Resend(0, ALRM), Proceed(0)]
-    assert machine.on_rendezvous(0.2) == [Park(0), Park(1)]  # one of two is half: delivered here
-
-
-def test_a_variant_at_a_local_call_does_not_move_the_delivery() -> None:
-    machine = coordinator(2)
-    machine.on_signal(0, ALRM, info(0), 0.0, movable=True)
-    assert machine.on_syscall_entry(1, 0.1, synchronised=False) == [Park(1)]
-
-
 def test_standard_signals_coalesce_real_time_signals_queue() -> None:
     machine = coordinator(2)
     machine.on_signal(0, ALRM, info(0), 0.0)  # in flight: what comes next is set aside
