@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import random
 import signal as _signal
+from array import array
 from dataclasses import dataclass, field
 
 SIGRTMIN = 34
@@ -57,7 +58,7 @@ class DelaySample:
         self.count = 0
         self.total = 0.0
         self.maximum = 0.0
-        self.sample: list[float] = []
+        self.sample = array("d")  # 8 bytes a delay, not a float object's 32
         self._random = random.Random(0)
 
     def append(self, delay: float) -> None:
@@ -75,7 +76,7 @@ class DelaySample:
         return self.count
 
     def __eq__(self, other: object) -> bool:  # compares as the list of delays seen (tests)
-        return self.sample == other if isinstance(other, list) else NotImplemented
+        return self.sample.tolist() == other if isinstance(other, list) else NotImplemented
 
 
 # --- decisions ---
