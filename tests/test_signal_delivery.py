@@ -60,9 +60,10 @@ def test_at_syscall_policy_runs_the_ticker_too(build_program, run_mvee) -> None:
 class RunningMonitor:
     """The monitor on waiter.c, in the background, until the variants said "ready"."""
 
-    def __init__(self, program: Path, report: Path, *options: str) -> None:
+    def __init__(self, program: Path, report: Path, *options: str, arguments: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mvee", "run", "--report", str(report), *options, "--", str(program)],
+            [sys.executable, "-m", "mvee", "run", "--report", str(report), *options, "--", str(program),
+             *arguments],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         ready, _, _ = select.select([self.process.stdout], [], [], 60)
         assert ready, "the variants never printed ready"
@@ -80,8 +81,9 @@ class RunningMonitor:
 @pytest.mark.parametrize("abi", sorted(ABIS))
 def test_external_sigusr1_to_the_monitor_reaches_every_variant(abi: str, build_program, tmp_path: Path
                                                                ) -> None:
-    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "3")
-    time.sleep(0.2)  # in the nap loop (right after "ready" see the two tests below)
+    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "3",
+                             arguments=("pause",))
+    time.sleep(0.2)  # every variant in pause() (in a nap loop, see the two tests below)
     os.kill(monitor.process.pid, signal.SIGUSR1)
     status, stdout, stderr = monitor.finish()
     assert (status, stdout) == (0, b"got SIGUSR1\n"), stderr

@@ -1,5 +1,8 @@
 /* Prints "ready", then naps 1 ms at a time until SIGUSR1 arrives; prints "got SIGUSR1".
- * Each nap is a syscall, so variants keep meeting the monitor while they wait. */
+ * Each nap is a syscall, so variants keep meeting the monitor while they wait.
+ * usage: waiter [pause]: with "pause", waits in pause() instead: once every variant is
+ * in it, no variant runs its own code until the signal, so the signal meets each of
+ * them in the same call (no flag read between two syscalls: see README, Signals). */
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
@@ -12,14 +15,19 @@ static void on_usr1(int signum) {
     got = 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int in_pause = argc > 1 && argv[1][0] == 'p';
     struct sigaction action = {0};
     action.sa_handler = on_usr1;
     sigaction(SIGUSR1, &action, NULL);
     write(1, "ready\n", 6);
     struct timespec nap = {0, 1000000};
-    for (long naps = 0; !got && naps < 60000; naps++)
-        nanosleep(&nap, NULL);
+    for (long naps = 0; !got && naps < 60000; naps++) {
+        if (in_pause)
+            pause();
+        else
+            nanosleep(&nap, NULL);
+    }
     printf(got ? "got SIGUSR1\n" : "timed out\n");
     return 0;
 }
