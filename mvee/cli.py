@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from mvee import report, waitloop
 from mvee.forwarded import FORWARDED
 from mvee.monitor import Monitor, MonitorOptions, Outcome
+from mvee.signals import POLICIES
 from mvee.variant import StartError, Variant, start
 
 EXIT_USAGE = 2
@@ -31,6 +32,8 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 MAX_VARIANTS = 16
 DEFAULT_WAIT_MS = 1000.0
+DEFAULT_POLICY = "converge"
+DEFAULT_CONVERGE_MS = 1.0
 
 
 class UsageError(Exception):
@@ -59,9 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="executable of one variant, once per variant (diversified builds); "
                           "each runs with the argv given after --")
     run.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
-    run.add_argument("--signal-policy", choices=("sync", "at-syscall"), default="sync",
-                     help="sync: semi-synchronous delivery with the wait loop (default); "
-                          "at-syscall: hold every signal until all variants meet at a syscall")
+    run.add_argument("--signal-policy", choices=POLICIES, default=DEFAULT_POLICY,
+                     help="converge: holders run on to the syscall another variant waits at, and "
+                          "all get the signal there (the wait loop when none comes); sync: "
+                          "Orchestra's semi-synchronous delivery with the wait loop; at-syscall: "
+                          "hold every signal until all variants meet at a syscall "
+                          f"(default {DEFAULT_POLICY})")
+    run.add_argument("--converge-ms", type=float, metavar="MS", default=DEFAULT_CONVERGE_MS,
+                     help="converge: how long holders may run on towards a syscall before the "
+                          f"wait-loop fallback (default {DEFAULT_CONVERGE_MS:g})")
     run.add_argument("--loop-trap", choices=("auto", "int80", "syscall"), default="auto",
                      help="how the wait loop traps back when it runs out (default: int80 where "
                           "the kernel has IA-32 emulation, else syscall)")
@@ -120,7 +129,9 @@ def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
         if not 0 < milliseconds <= 3_600_000:
             raise UsageError("--wait-loop-ms must be above 0 and at most 3600000")
         iterations = min(2**32 - 1, max(1, round(milliseconds * waitloop.iterations_per_ms())))
-    return MonitorOptions(signal_policy=options.signal_policy,
+    if not 0 < options.converge_ms <= 3_600_000:
+        raise UsageError("--converge-ms must be above 0 and at most 3600000")
+    return MonitorOptions(signal_policy=options.signal_policy, converge_ms=options.converge_ms,
                           loop_trap=waitloop.choose_trap(options.loop_trap),
                           wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 

@@ -22,6 +22,7 @@ from mvee.ptrace_api import Memory, SyscallStop
 from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
 from mvee.signals import (
     FAULT_SIGNALS,
+    SI_USER,
     Decision,
     Deliver,
     Disposition,
@@ -34,6 +35,7 @@ from mvee.signals import (
     SignalCoordinator,
     Suppress,
     Unpark,
+    raised_by_leader_only,
 )
 from mvee.stops import StopWaiter
 from mvee.syscall_spec import Flags, Policy, SigAction
@@ -44,6 +46,7 @@ _SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
 EPIPE = 32
 _OPEN_FLAGS_ONLY_ONCE = 0o100 | 0o200 | 0o1000  # O_CREAT | O_EXCL | O_TRUNC
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HANDLER_RETURNS = ("rt_sigreturn", "sigreturn")
 
 
 class Alarm(Exception):
@@ -71,6 +74,7 @@ class Outcome:
 @dataclass(frozen=True)
 class MonitorOptions:
     signal_policy: str = "sync"
+    converge_ms: float = 1.0
     loop_trap: str = "int80"  # resolved: "int80" or "syscall"
     wait_loop_iterations: int = 1_000_000_000
     wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
@@ -84,10 +88,15 @@ class Monitor:
         self.leader = variants[0]
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
-        self.signals = SignalCoordinator(len(variants), self.options.signal_policy)
+        self.signals = SignalCoordinator(len(variants), self.options.signal_policy,
+                                         converge_after=self.options.converge_ms / 1000,
+                                         give_up_after=self._wait_loop_seconds())
         self.executor = SignalExecutor(self.options.loop_trap, self.options.wait_loop_iterations,
                                        self._wait_for_exit)
         self.ending_signals_seen = 0
+        # Leader's timer signals sent to each follower, not yet seen there: (signum, siginfo).
+        self.mirrored: list[list[tuple[int, bytes]]] = [[] for _ in variants]
+        self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
         self.waiter: StopWaiter | None = None
 
     # --- the main loop ---
@@ -169,19 +178,11 @@ class Monitor:
                     variant.record_exit(status)
 
     def signal_statistics(self) -> dict[str, object]:
-        delays = self.signals.delays
-        sample = sorted(d * 1000 for d in delays.sample)
-
-        def percentile(q: float) -> float | None:
-            return sample[min(len(sample) - 1, int(q * len(sample)))] if sample else None
-
         used = sorted(self.executor.traps_used)
         return {
             "policy": self.options.signal_policy,
-            "delivered": delays.count,
-            "delay_ms": {"mean": delays.total * 1000 / delays.count if delays.count else None,
-                         "p50": percentile(0.5), "p99": percentile(0.99),
-                         "max": delays.maximum * 1000 if delays.count else None},
+            **self.signals.statistics(),
+            "converge_ms": self.options.converge_ms,
             "loop_trap": used[0] if len(used) == 1 else (used or None),
             "wait_loop_iterations": self.options.wait_loop_iterations,
             "wait_loop_ms": self.options.wait_loop_ms,
@@ -200,8 +201,10 @@ class Monitor:
                 return
             if State.RUNNING not in states:
                 raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
-            found = self._wait()
-            assert found is not None
+            found = self._wait(deadline=self.signals.next_deadline())
+            if found is None:
+                self._carry_out(self.signals.on_deadline(time.monotonic()))
+                continue
             pid, status = found
             variant = self.by_pid.get(pid)
             if variant is None:
@@ -232,6 +235,7 @@ class Monitor:
 
     def _on_entry(self, variant: Variant, info: SyscallStop) -> None:
         variant.abi_name = variant.abi_name or info.abi.name
+        variant.returned_from_handler = False
         if variant.interrupted is not None:  # re-entering a mirrored interrupted call
             variant.restart_code, variant.interrupted = variant.interrupted[1], None
         if self.executor.at_loop_trap(variant, info.instruction_pointer, after=True):
@@ -257,8 +261,15 @@ class Monitor:
         except ptrace_api.PtraceError:  # a group-stop, not a signal-delivery-stop
             ptrace_api.resume_to_syscall(variant.pid)
             return
-        si_code = int.from_bytes(info[8:12], "little", signed=True)
+        si_code, sender = HOST.siginfo_sender(info)
         fault = signum in FAULT_SIGNALS and si_code > 0
+        if variant is self.leader and raised_by_leader_only(signum, si_code):
+            if self.mirrored_ahead.get(signum):
+                self.mirrored_ahead[signum] -= 1  # sent when it interrupted the leader's call
+            else:
+                self._mirror_to_followers(signum, info)
+        elif si_code == SI_USER and sender == os.getpid():
+            info = self._mirrored_info(variant, signum) or info
         if signum == signal.SIGSEGV and fault and self.executor.at_loop_trap(
                 variant, ptrace_api.peek_user(variant.pid, "ip"), after=False):
             # int 0x80 without IA-32 emulation faults: the trap all the same.
@@ -266,12 +277,41 @@ class Monitor:
         if variant.interrupted is not None:
             self.executor.undo_rewind(variant)
         interrupted = self.executor.interrupted_call(variant)
-        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault)
+        after_handler, variant.returned_from_handler = variant.returned_from_handler, False
+        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault,
+                                           after_handler)
         if interrupted and Suppress(variant.index) in decisions:
             # Without the signal it re-enters the call (restart_syscall after a sleep); the
             # code says how the call ends when the signal comes there.
             self.executor.rewind(variant, BY_NAME[variant.abi_name], interrupted)
         self._carry_out(decisions)
+
+    def _mirror_to_followers(self, signum: int, info: bytes) -> None:
+        """A signal of the leader's timers: each other variant gets it too, and its
+        handler sees the leader's siginfo."""
+        for follower in self.variants[1:]:
+            if follower.alive:
+                self.mirrored[follower.index].append((signum, info))
+                os.kill(follower.pid, signum)
+
+    def _mirror_pending_timer_signals(self) -> None:
+        """The leader's call was interrupted: by one of its timers' signals, the others
+        must get it now (their own blocking call, or their copy of the leader's
+        interrupted state, waits for it), not at the leader's signal stop."""
+        for info in ptrace_api.pending_siginfos(self.leader.pid):
+            signum = int.from_bytes(info[:4], "little")
+            si_code, _ = HOST.siginfo_sender(info)
+            if raised_by_leader_only(signum, si_code):
+                self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
+                self._mirror_to_followers(signum, info)
+
+    def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
+        queue = self.mirrored[variant.index]
+        for position, (mirrored, info) in enumerate(queue):
+            if mirrored == signum:
+                del queue[position]
+                return info
+        return None
 
     def _after_exec(self, variant: Variant) -> None:
         variant.memory.close()
@@ -309,6 +349,10 @@ class Monitor:
     # --- carrying out signal decisions ---
 
     def _carry_out(self, decisions: list[Decision]) -> None:
+        if decisions and os.environ.get("MVEE_TRACE"):
+            import sys
+            print("TRACE", [(type(d).__name__, d.variant) for d in decisions],
+                  [(v.call.name if v.call else None) for v in self.variants], file=sys.stderr)
         for decision in decisions:
             variant = self.variants[decision.variant]
             if isinstance(decision, Deliver):
@@ -336,6 +380,11 @@ class Monitor:
                 name = signal.Signals(decision.signum).name if decision.signum else "its signal"
                 limit = (f"{self.options.wait_loop_ms:g} ms" if self.options.wait_loop_ms
                          else f"{self.options.wait_loop_iterations} iterations")
+                if decision.no_syscall:
+                    raise Alarm("non-compliant", f"{name} could not be delivered: no syscall came within "
+                                f"{self._wait_loop_seconds() * 1000:g} ms at which every variant had it "
+                                f"(variant {decision.variant}; {self.options.signal_policy} policy)",
+                                variant=decision.variant)
                 raise Alarm("non-compliant", f"variant {decision.variant} did not receive {name} "
                             f"within the wait loop's {limit}", variant=decision.variant)
 
@@ -401,6 +450,9 @@ class Monitor:
                         ptrace_api.poke_user(follower.pid, "ax", results[0])
             if spec.name == "rt_sigaction":
                 self._note_disposition(calls[0], results[0])
+            if spec.name in _HANDLER_RETURNS:
+                for variant in self.variants:
+                    variant.returned_from_handler = True
         for variant in self.variants:
             if variant.alive:
                 self._resume(variant)
@@ -419,6 +471,8 @@ class Monitor:
         if exit_stop is None:
             raise Alarm("divergence", f"variant 0 {self.leader.termination()} in {call.name} "
                         "while the others wait at it", variant=0)
+        if exit_stop.return_value in RESTART_CODES:
+            self._mirror_pending_timer_signals()
         return exit_stop.return_value
 
     def _skip(self, variant: Variant) -> None:
@@ -468,6 +522,8 @@ class Monitor:
         for variant in self.variants:
             exit_stop = self._wait_for_exit(variant, deadline)
             results.append(exit_stop.return_value if exit_stop else None)
+            if exit_stop and exit_stop.return_value in RESTART_CODES and variant is self.leader:
+                self._mirror_pending_timer_signals()
             if exit_stop and exit_stop.return_value in RESTART_CODES and deadline is None:
                 # Interrupted here: a variant still blocked must get its signal in time too.
                 deadline = time.monotonic() + self._wait_loop_seconds()

@@ -32,7 +32,9 @@ PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
+PTRACE_PEEKSIGINFO = 0x4209
 PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_PEEKSIGINFO_SHARED = 1
 
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACEFORK = 0x2
@@ -149,6 +151,19 @@ def get_siginfo(pid: int) -> bytes:
 def set_siginfo(pid: int, info: bytes) -> None:
     buffer = ctypes.create_string_buffer(info, _SIGINFO_SIZE)
     _call(PTRACE_SETSIGINFO, pid, 0, ctypes.addressof(buffer))
+
+
+def pending_siginfos(pid: int, limit: int = 32) -> list[bytes]:
+    """The siginfo of every signal queued for a stopped tracee (thread, then process
+    queue), without dequeuing any."""
+    found = []
+    for queue in (0, PTRACE_PEEKSIGINFO_SHARED):
+        arguments = struct.pack("<QIi", 0, queue, limit)  # struct ptrace_peeksiginfo_args
+        request = ctypes.create_string_buffer(arguments, len(arguments))
+        buffer = ctypes.create_string_buffer(_SIGINFO_SIZE * limit)
+        count = _call(PTRACE_PEEKSIGINFO, pid, ctypes.addressof(request), ctypes.addressof(buffer))
+        found += [buffer.raw[i * _SIGINFO_SIZE:(i + 1) * _SIGINFO_SIZE] for i in range(count)]
+    return found
 
 
 def event_message(pid: int) -> int:

@@ -16,8 +16,22 @@ The algorithm (Orchestra, after Salamat et al.; ../shared/MISSION.md):
 6. A minority holding the signal when all the others wait at syscalls is resumed
    without it; the signal stays pending and is sent again once half have it.
 7. A wait loop that runs out means a non-compliant variant: an alarm.
+The `converge` policy (the default) delivers at a common syscall when one comes soon:
+a variant stopped by the signal in its own code is resumed without it and runs on to
+its next synchronised syscall; when all meet there, every variant gets the signal at
+that same point (handler first, then the call), so a handler's flag is seen alike by
+code that tests it between two syscalls (CPython runs every Python-level handler so).
+If no variant reaches a syscall within `converge_after`, or the others do not reach
+the one a variant waits at within `give_up_after`, the signal is raised again and
+delivered by Orchestra's rules 4-7 (the fallback): where each variant is, the ones at
+a syscall parked in the wait loop.
 The `at-syscall` policy is the earlier approach kept for comparison: every
-signal is set aside until all variants meet at a syscall, and delivered there.
+signal is set aside until all variants meet at a syscall, and delivered there; one
+that no rendezvous delivers within the give-up time is a non-compliance alarm.
+In every policy, a signal that stops a variant right at the return from a handler of
+the same signal, before the interrupted code ran an instruction, is set aside until
+its next tick, syscall or deadline: delivering each instance there would let a timer
+faster than a delivery starve the program (the kernel coalesces them likewise).
 """
 
 from __future__ import annotations
@@ -28,10 +42,19 @@ import signal as _signal
 from array import array
 from dataclasses import dataclass, field
 
-SIGRTMIN = 34
+SIGRTMIN = _signal.SIGRTMIN
+POLICIES = ("converge", "sync", "at-syscall")
+SI_USER, SI_KERNEL, SI_TIMER = 0, 0x80, -2
+_ITIMER_SIGNALS = frozenset({_signal.SIGALRM, _signal.SIGVTALRM, _signal.SIGPROF})
 SA_RESETHAND = 0x80000000
 FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE,
                            _signal.SIGTRAP, _signal.SIGSYS})
+
+
+def raised_by_leader_only(signum: int, si_code: int) -> bool:
+    """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
+    alarm): the monitor mirrors the leader's instances into the other variants."""
+    return si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
 
 
 class Disposition(enum.Enum):
@@ -46,6 +69,14 @@ class Where(enum.Enum):
     HELD = "held at its signal stop"
     PARKED = "in the wait loop"
     EXITED = "exited"
+
+
+class Way(enum.Enum):
+    """Where a delivered signal met the variants."""
+
+    IN_CODE = "in-code"  # every variant held in its own code: released where it was
+    AT_SYSCALL = "at-syscall"  # every variant at one synchronised syscall: handler, then the call
+    WAIT_LOOP = "wait-loop"  # Orchestra: some held in their code, the others parked in the loop
 
 
 class DelaySample:
@@ -136,8 +167,11 @@ class Unpark:
 
 @dataclass(frozen=True)
 class NonCompliant:
+    """A variant did not get its signal in time. `no_syscall`: no rendezvous came at which
+    to deliver it (at-syscall policy), rather than a wait loop that ran out."""
     variant: int
     signum: int
+    no_syscall: bool = False
 
 
 Decision = Deliver | Hold | Suppress | Proceed | Park | Resend | Release | Unpark | NonCompliant
@@ -174,10 +208,18 @@ class _Variant:
 
 
 class SignalCoordinator:
-    def __init__(self, variants: int, policy: str = "sync") -> None:
-        if policy not in ("sync", "at-syscall"):
+    def __init__(self, variants: int, policy: str = "sync", converge_after: float = 0.001,
+                 give_up_after: float = 1.0) -> None:
+        """`converge_after`: how long variants that set a signal aside may run on before
+        one of them reaches a syscall (converge), and how long a signal set aside at a
+        handler's return waits for its next tick or syscall; `give_up_after`: how long a
+        variant waits at a syscall for the others to arrive with the signal (converge), or
+        for a rendezvous to deliver it at (at-syscall), in seconds."""
+        if policy not in POLICIES:
             raise ValueError(f"unknown signal policy {policy!r}")
         self.policy = policy
+        self.converge_after = converge_after
+        self.give_up_after = give_up_after
         self.variants = [_Variant() for _ in range(variants)]
         self.dispositions: dict[int, Disposition] = {}
         self.reset_on_delivery: set[int] = set()
@@ -185,7 +227,13 @@ class SignalCoordinator:
         self.someone_died = False  # the survivors must end the same way, handlers no more
         self.current_since = 0.0
         self.resent: set[int] = set()
+        self.converging: set[int] = set()  # set aside to be delivered at a common syscall
+        self.fallback: set[int] = set()  # convergence timed out: rules 4-7 as in `sync`
+        self.deferred: set[int] = set()  # set aside at a handler's return
+        self.deadline: float | None = None  # when converging and deferred signals are raised again
+        self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
+        self.ways = {way: DelaySample() for way in Way}  # the same, per way of delivery
 
     # --- what the program told the kernel ---
 
@@ -207,16 +255,26 @@ class SignalCoordinator:
 
     # --- events ---
 
-    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False
-                  ) -> list[Decision]:
+    def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
+                  after_handler: bool = False) -> list[Decision]:
+        """`after_handler`: the variant stopped right at the return from a handler
+        (rt_sigreturn's exit), before the code the handler interrupted ran again."""
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died):
+        converges = self._converges(signum)
+        if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
+                             or converges or after_handler):
             if variant.has_pending(signum):
                 self.resent.discard(index)  # a re-sent instance set aside again: send it again later
             variant.add_pending(_Pending(signum, info, now))
+            if converges:
+                self.converging.add(signum)
+                self._arm(now)
+            elif after_handler and self.policy == "sync" and self.current is None:
+                self.deferred.add(signum)
+                self._arm(now)
             return [Suppress(index)]
         if self.current is None:
             earlier = [p.since for v in self.variants for p in v.pending if p.signum == signum]
@@ -232,9 +290,12 @@ class SignalCoordinator:
     def on_syscall_entry(self, index: int, now: float, synchronised: bool = True) -> list[Decision]:
         """`synchronised`: the variant waits here for the others (not a LOCAL call)."""
         self.variants[index].where = Where.AT_SYSCALL
+        if synchronised and self.converging and not self.deadline_at_syscall:
+            # The others are on their way here: they have as long as a parked variant would.
+            self.deadline, self.deadline_at_syscall = now + self.give_up_after, True
         decisions = self._progress(now) if self.current is not None else []
         if self.variants[index].where is Where.AT_SYSCALL:
-            decisions += self._raise_again(index) if synchronised and self.policy == "sync" else []
+            decisions += self._raise_again(index) if synchronised and self.policy != "at-syscall" else []
             decisions.append(Proceed(index))
         return decisions
 
@@ -255,13 +316,53 @@ class SignalCoordinator:
         of them have pending is delivered here; `at-syscall`: one that all have."""
         if self.current is not None:
             return []
-        if self.policy == "sync":
+        if self.policy != "at-syscall":
             return self._start_next(now)
         live = self._live()
         for candidate in self.variants[live[0]].pending:
             if all(self.variants[i].has_pending(candidate.signum) for i in live):
                 return self._start(candidate.signum, live, now)
         return []
+
+    def next_deadline(self) -> float | None:
+        """When the monitor must call `on_deadline` if nothing else happens first."""
+        if self.policy == "at-syscall":
+            oldest = self._oldest_pending()
+            return oldest[1].since + self.give_up_after if oldest else None
+        return self.deadline
+
+    def on_deadline(self, now: float) -> list[Decision]:
+        """`converge`: holders that reached no syscall in time get the signal where they
+        are (rule 4 from here on); signals deferred at a handler's return are raised
+        again. `at-syscall`: a signal no rendezvous delivered in time is non-compliance."""
+        if self.policy == "at-syscall":
+            oldest = self._oldest_pending()
+            if oldest is None or now < oldest[1].since + self.give_up_after:
+                return []
+            index, entry = oldest
+            lacking = [i for i in self._live() if not self.variants[i].has_pending(entry.signum)]
+            return [NonCompliant(lacking[0] if lacking else index, entry.signum, no_syscall=True)]
+        if self.deadline is None or now < self.deadline:
+            return []
+        due = self.converging | self.deferred
+        self.fallback |= self.converging
+        self.converging, self.deferred, self.deadline = set(), set(), None
+        self.deadline_at_syscall = False
+        decisions: list[Decision] = []
+        for index in self._live():
+            variant = self.variants[index]
+            if variant.where is not Where.RUNNING or index in self.resent:
+                continue
+            signums = dict.fromkeys(p.signum for p in variant.pending if p.signum in due)
+            decisions += [Resend(index, signum) for signum in signums]
+            if signums:
+                self.resent.add(index)
+        return decisions
+
+    def statistics(self) -> dict[str, object]:
+        """Counts and delays (ms) of the deliveries, in all and per way."""
+        return {**_summary(self.delays), "ways": {way.value: _summary(sample)
+                                                   for way, sample in self.ways.items()}}
 
     def on_resumed(self, index: int) -> None:
         """The monitor let a variant run on from a syscall."""
@@ -304,6 +405,19 @@ class SignalCoordinator:
             return self._set_aside(holders, signum, now)  # rule 6
         return []
 
+    def _converges(self, signum: int) -> bool:
+        return self.policy == "converge" and signum not in self.fallback and not self.someone_died
+
+    def _arm(self, now: float) -> None:
+        if self.deadline is None:
+            waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
+            self.deadline = now + (self.give_up_after if waiting else self.converge_after)
+            self.deadline_at_syscall = waiting
+
+    def _oldest_pending(self) -> tuple[int, _Pending] | None:
+        entries = [(index, entry) for index in self._live() for entry in self.variants[index].pending]
+        return min(entries, key=lambda item: item[1].since) if entries else None
+
     def _gather(self, live: list[int], holders: list[int], pending: list[int], signum: int
                 ) -> list[Decision]:
         """Rule 4: a majority has the signal: bring everyone else to it."""
@@ -322,13 +436,21 @@ class SignalCoordinator:
 
     def _release_all(self, holders: list[int], signum: int, now: float) -> list[Decision]:
         decisions: list[Decision] = []
+        parked = [self.variants[index].parked for index in holders]
+        way = Way.AT_SYSCALL if all(parked) else Way.WAIT_LOOP if any(parked) else Way.IN_CODE
         for index in holders:
             variant = self.variants[index]
             decisions.append(Release(index, signum, variant.held_info, variant.parked))
             variant.where, variant.parked = Where.RUNNING, False
         self.delays.append(now - self.current_since)
+        self.ways[way].append(now - self.current_since)
         self.current = None
         self.resent.clear()
+        self.converging.discard(signum)
+        self.fallback.discard(signum)
+        self.deferred.discard(signum)
+        if not (self.converging or self.deferred):
+            self.deadline, self.deadline_at_syscall = None, False
         if signum in self.reset_on_delivery:
             self.dispositions[signum] = Disposition.DEFAULT
             self.reset_on_delivery.discard(signum)
@@ -365,7 +487,7 @@ class SignalCoordinator:
 
     def _start_next(self, now: float) -> list[Decision]:
         """After a delivery, a signal set aside that half of the variants have goes next."""
-        if self.policy != "sync":
+        if self.policy == "at-syscall":
             return []
         live = self._live()
         for index in live:
@@ -380,3 +502,15 @@ class SignalCoordinator:
         self.current_since = min(p.since for i in having for p in self.variants[i].pending
                                  if p.signum == signum)
         return self._progress(now)
+
+
+def _summary(sample: DelaySample) -> dict[str, object]:
+    ordered = sorted(d * 1000 for d in sample.sample)
+
+    def percentile(q: float) -> float | None:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+    return {"delivered": sample.count,
+            "delay_ms": {"mean": sample.total * 1000 / sample.count if sample.count else None,
+                         "p50": percentile(0.5), "p99": percentile(0.99),
+                         "max": sample.maximum * 1000 if sample.count else None}}

@@ -268,20 +268,24 @@ TABLE: list[Syscall] = [
     Syscall("kill", (Pid("pid"), Int("sig")), EACH),
     Syscall("tkill", (Pid("tid"), Int("sig")), EACH),
     Syscall("tgkill", (Pid("tgid"), Pid("tid"), Int("sig")), EACH),
-    Syscall("alarm", (Int("seconds"),), EACH_LEADER_RESULT),
+    # Timers run in the leader only: time is the world's, and the leader's view of it is
+    # every variant's. The monitor mirrors the leader's timer signals into the others
+    # (per-variant timers would tick a different number of times before a disarm).
+    Syscall("alarm", (Int("seconds"),), LEADER),
     Syscall("setitimer", (Int("which"), InStruct("new", "itimerval"), OutStruct("old", "itimerval")),
-            EACH),
-    Syscall("getitimer", (Int("which"), OutStruct("curr", "itimerval")), EACH),
-    # Timer ids are per process; absolute expiries are computed from each variant's own
-    # clock read (vDSO), so they differ legitimately.
-    Syscall("timer_create", (Int("clockid"), Ignored("sevp"), Ignored("timerid")), EACH),
-    Syscall("timer_settime", (Int("timerid"), Flags("flags"), Ignored("new"), Ignored("old")), EACH),
-    Syscall("timer_settime64", (Int("timerid"), Flags("flags"), Ignored("new"), Ignored("old")),
-            EACH),
-    Syscall("timer_gettime", (Int("timerid"), Ignored("curr")), EACH),
-    Syscall("timer_gettime64", (Int("timerid"), Ignored("curr")), EACH),
-    Syscall("timer_getoverrun", (Int("timerid"),), EACH_LEADER_RESULT),
-    Syscall("timer_delete", (Int("timerid"),), EACH),
+            LEADER),
+    Syscall("getitimer", (Int("which"), OutStruct("curr", "itimerval")), LEADER),
+    # Absolute expiries are computed from each variant's own clock read (vDSO), so they
+    # differ legitimately; the sigevent holds a layout-dependent sigev_value.
+    Syscall("timer_create", (Int("clockid"), Ignored("sevp"), OutStruct("timerid", "int")), LEADER),
+    Syscall("timer_settime", (Int("timerid"), Flags("flags"), Ignored("new"), OutStruct("old", "itimerspec")),
+            LEADER),
+    Syscall("timer_settime64", (Int("timerid"), Flags("flags"), Ignored("new"),
+                                OutStruct("old", "itimerspec64")), LEADER),
+    Syscall("timer_gettime", (Int("timerid"), OutStruct("curr", "itimerspec")), LEADER),
+    Syscall("timer_gettime64", (Int("timerid"), OutStruct("curr", "itimerspec64")), LEADER),
+    Syscall("timer_getoverrun", (Int("timerid"),), LEADER),
+    Syscall("timer_delete", (Int("timerid"),), LEADER),
     # i386 multiplexers: their sub-calls would each need their own row.
     Syscall("socketcall", (Int("call"), Ignored("args")), UNSUPPORTED),
     Syscall("ipc", (Int("call"), Ignored("first"), Ignored("second"), Ignored("third"),

@@ -46,6 +46,9 @@ class Variant:
     # Rewound by mirror_interrupted, not yet back in the kernel: the call's number, the
     # restart code the leader's kernel gave it, the rewound instruction pointer.
     interrupted: tuple[int, int, int] | None = None
+    # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
+    # handler interrupted has not run an instruction since.
+    returned_from_handler: bool = False
 
     @property
     def alive(self) -> bool:

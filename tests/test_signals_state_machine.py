@@ -18,15 +18,16 @@ from mvee.signals import (
     SignalCoordinator,
     Suppress,
     Unpark,
+    Way,
 )
 
 ALRM, USR1, USR2 = signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2
 RT = 40  # a real-time signal
 
 
-def coordinator(variants: int, policy: str = "sync", handled: tuple[int, ...] = (ALRM, USR1, USR2, RT)
-                ) -> SignalCoordinator:
-    machine = SignalCoordinator(variants, policy)
+def coordinator(variants: int, policy: str = "sync", handled: tuple[int, ...] = (ALRM, USR1, USR2, RT),
+                converge_after: float = 0.1) -> SignalCoordinator:
+    machine = SignalCoordinator(variants, policy, converge_after=converge_after)
     for signum in handled:
         machine.set_disposition(signum, Disposition.HANDLER)
     return machine
@@ -228,3 +229,99 @@ def test_at_syscall_policy_sets_everything_aside_until_a_rendezvous() -> None:
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         SignalCoordinator(2, "sometimes")
+
+
+# --- the converge policy ---
+
+
+def test_converge_holders_run_on_to_the_syscall_where_all_get_the_signal() -> None:
+    machine = coordinator(2, policy="converge")
+    assert machine.on_syscall_entry(1, 0.0) == [Proceed(1)]
+    # Variant 0 has the signal in its own code: it runs on without it, to the syscall
+    # variant 1 waits at (as long as a parked variant would wait: 1 s).
+    assert machine.on_signal(0, ALRM, info(0), 0.1) == [Suppress(0)]
+    assert machine.current is None and machine.converging == {ALRM}
+    assert machine.next_deadline() == pytest.approx(1.1)
+    # It reaches the same syscall: raised again there, and at the rendezvous both are
+    # parked (the call skipped) to get it before the call runs.
+    assert machine.on_syscall_entry(0, 0.12) == [Resend(0, ALRM), Proceed(0)]
+    assert machine.on_rendezvous(0.12) == [Park(0), Park(1)]
+    assert machine.on_signal(0, ALRM, info(5), 0.13) == [Hold(0)]
+    assert machine.on_signal(1, ALRM, info(1), 0.14) == [Release(0, ALRM, info(0), True),
+                                                        Release(1, ALRM, info(1), True)]
+    assert machine.ways[Way.AT_SYSCALL] == [pytest.approx(0.04)]  # from the first instance, 0.1
+    assert machine.next_deadline() is None and not machine.converging
+
+
+def test_converge_every_instance_in_code_is_set_aside_until_a_syscall_comes() -> None:
+    machine = coordinator(2, policy="converge", converge_after=0.002)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    assert machine.next_deadline() == pytest.approx(0.002)  # nobody at a syscall: soon, or not here
+    assert machine.on_signal(1, ALRM, info(1), 0.001) == [Suppress(1)]
+    assert machine.on_signal(0, ALRM, info(7), 0.0015) == [Suppress(0)]  # coalesced
+    assert [p.signum for p in machine.variants[0].pending] == [ALRM]
+    # A variant reaches a syscall: the others get as long as a parked variant would.
+    assert machine.on_syscall_entry(1, 0.0018) == [Resend(1, ALRM), Proceed(1)]
+    assert machine.next_deadline() == pytest.approx(1.0018)
+
+
+def test_converge_falls_back_to_the_wait_loop_when_the_others_do_not_come() -> None:
+    machine = coordinator(2, policy="converge")
+    machine.on_syscall_entry(1, 0.0)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    machine.on_resumed(0)
+    assert machine.on_deadline(0.5) == []
+    assert machine.on_deadline(1.0) == [Resend(0, ALRM)]
+    # From here, rule 4: the holder keeps it where it is, the other is parked.
+    assert machine.on_signal(0, ALRM, info(9), 1.01) == [Park(1)]
+    assert machine.on_signal(1, ALRM, info(1), 1.02) == [Release(0, ALRM, info(0), False),
+                                                        Release(1, ALRM, info(1), True)]
+    assert machine.ways[Way.WAIT_LOOP] == [pytest.approx(1.02)]
+    assert machine.fallback == set()
+
+
+def test_converge_without_a_syscall_soon_is_delivered_where_they_are() -> None:
+    machine = coordinator(2, policy="converge", converge_after=0.002)
+    machine.on_signal(0, ALRM, info(0), 0.0)
+    machine.on_signal(1, ALRM, info(1), 0.0005)
+    assert machine.on_deadline(0.002) == [Resend(0, ALRM), Resend(1, ALRM)]
+    assert machine.on_signal(0, ALRM, info(8), 0.0021) == [Hold(0)]
+    assert machine.on_signal(1, ALRM, info(9), 0.0022) == [Release(0, ALRM, info(0), False),
+                                                          Release(1, ALRM, info(1), False)]
+    assert machine.ways[Way.IN_CODE] == [pytest.approx(0.0022)]
+
+
+def test_a_signal_at_a_handlers_return_waits_for_the_next_tick_or_deadline() -> None:
+    """A timer faster than a delivery must not starve the program (the 10 kHz livelock)."""
+    machine = coordinator(2, converge_after=0.05)
+    assert machine.on_signal(0, ALRM, info(0), 0.0, after_handler=True) == [Suppress(0)]
+    assert machine.current is None and machine.next_deadline() == pytest.approx(0.05)
+    # The next tick in variant 1 starts a round: 0's instance, set aside, is raised again.
+    assert machine.on_signal(1, ALRM, info(1), 0.01) == [Resend(0, ALRM)]
+    assert machine.on_signal(0, ALRM, info(2), 0.02) == [Release(0, ALRM, info(0), False),
+                                                        Release(1, ALRM, info(1), False)]
+    assert machine.next_deadline() is None
+    # Alone, a deferred instance is raised again at the deadline.
+    machine.on_signal(1, ALRM, info(3), 0.1, after_handler=True)
+    assert machine.on_deadline(0.2) == [Resend(1, ALRM)]
+
+
+def test_at_syscall_policy_gives_up_when_no_syscall_comes() -> None:
+    machine = coordinator(2, policy="at-syscall")
+    machine.give_up_after = 1.0
+    assert machine.on_signal(0, USR1, info(0), 0.0) == [Suppress(0)]
+    assert machine.on_signal(1, USR1, info(1), 0.5) == [Suppress(1)]
+    assert machine.next_deadline() == pytest.approx(1.0)
+    assert machine.on_deadline(0.9) == []
+    assert machine.on_deadline(1.0) == [NonCompliant(0, USR1, no_syscall=True)]
+
+
+def test_statistics_count_each_way() -> None:
+    machine = coordinator(2)
+    machine.on_signal(0, ALRM, info(0), 0.0)
+    machine.on_signal(1, ALRM, info(1), 0.002)
+    statistics = machine.statistics()
+    assert statistics["delivered"] == 1
+    assert statistics["ways"]["in-code"]["delivered"] == 1
+    assert statistics["ways"]["at-syscall"]["delivered"] == 0
+    assert statistics["ways"]["in-code"]["delay_ms"]["max"] == pytest.approx(2.0)

@@ -37,6 +37,13 @@ class Abi:
         object.__setattr__(self, "syscall_names", names)
         object.__setattr__(self, "word_mask", (1 << (8 * self.word_size)) - 1)
 
+    def siginfo_sender(self, info: bytes) -> tuple[int, int]:
+        """si_code and si_pid of a siginfo in this (monitor-side) ABI's layout: the
+        union after si_signo, si_errno, si_code starts at the next word boundary."""
+        union = 12 if self.word_size == 4 else 16
+        return (int.from_bytes(info[8:12], "little", signed=True),
+                int.from_bytes(info[union:union + 4], "little", signed=True))
+
     def name_of(self, nr: int) -> str:
         return self.syscall_names.get(nr, f"syscall_{nr}")
 
