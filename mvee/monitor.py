@@ -22,6 +22,7 @@ from mvee.ptrace_api import Memory, SyscallStop
 from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
 from mvee.signals import (
     FAULT_SIGNALS,
+    SI_TKILL,
     SI_USER,
     Decision,
     Deliver,
@@ -130,7 +131,9 @@ class Monitor:
                 if self._dying_alike(live):
                     continue
                 raise self._alarm_for_early_exit(live)
-            decisions = self.signals.on_rendezvous(time.monotonic())
+            blocked = (ptrace_api.blocked_signals(self.leader.pid) if self.signals.has_pending()
+                       else frozenset())
+            decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
             if decisions:
                 self._carry_out(decisions)
                 continue
@@ -278,8 +281,9 @@ class Monitor:
             self.executor.undo_rewind(variant)
         interrupted = self.executor.interrupted_call(variant)
         after_handler, variant.returned_from_handler = variant.returned_from_handler, False
+        self_sent = si_code in (SI_USER, SI_TKILL) and sender == variant.pid
         decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault,
-                                           after_handler)
+                                           after_handler, self_sent)
         if interrupted and Suppress(variant.index) in decisions:
             # Without the signal it re-enters the call (restart_syscall after a sleep); the
             # code says how the call ends when the signal comes there.

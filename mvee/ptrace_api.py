@@ -172,15 +172,26 @@ def event_message(pid: int) -> int:
     return value.value
 
 
-def _deliverable_signals(pid: int) -> int:
-    """The mask of signals pending and not blocked in a stopped tracee (/proc/PID/status)."""
+def _signal_masks(pid: int) -> dict[str, int]:
+    """SigPnd, ShdPnd and SigBlk of a tracee (/proc/PID/status): bit N-1 is signal N."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             key, _, value = line.partition(":")
             if key in ("SigPnd", "ShdPnd", "SigBlk"):
                 fields[key] = int(value.strip(), 16)
+    return fields
+
+
+def _deliverable_signals(pid: int) -> int:
+    """The mask of signals pending and not blocked in a stopped tracee."""
+    fields = _signal_masks(pid)
     return (fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)) & ~fields.get("SigBlk", 0)
+
+
+def blocked_signals(pid: int) -> frozenset[int]:
+    mask = _signal_masks(pid).get("SigBlk", 0)
+    return frozenset(signum for signum in range(1, 65) if mask >> (signum - 1) & 1)
 
 
 def has_deliverable_signal(pid: int) -> bool:

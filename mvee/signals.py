@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 SIGRTMIN = _signal.SIGRTMIN
 POLICIES = ("converge", "sync", "at-syscall")
-SI_USER, SI_KERNEL, SI_TIMER = 0, 0x80, -2
+SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
 _ITIMER_SIGNALS = frozenset({_signal.SIGALRM, _signal.SIGVTALRM, _signal.SIGPROF})
 SA_RESETHAND = 0x80000000
 FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE,
@@ -182,6 +182,10 @@ class _Pending:
     signum: int
     info: bytes
     since: float
+    # Set aside at a handler's return: not delivered at the next rendezvous (the call
+    # the handler interrupted, or the next of its code, runs first), so a signal faster
+    # than its delivery cannot keep a program from making progress.
+    deferred: bool = False
 
 
 @dataclass
@@ -194,6 +198,10 @@ class _Variant:
 
     def has_pending(self, signum: int) -> bool:
         return any(p.signum == signum for p in self.pending)
+
+    def has_ready(self, signum: int) -> bool:
+        """Pending and not deferred past the next rendezvous."""
+        return any(p.signum == signum and not p.deferred for p in self.pending)
 
     def take_pending(self, signum: int) -> _Pending | None:
         for index, entry in enumerate(self.pending):
@@ -256,19 +264,21 @@ class SignalCoordinator:
     # --- events ---
 
     def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
-                  after_handler: bool = False) -> list[Decision]:
+                  after_handler: bool = False, self_sent: bool = False) -> list[Decision]:
         """`after_handler`: the variant stopped right at the return from a handler
-        (rt_sigreturn's exit), before the code the handler interrupted ran again."""
+        (rt_sigreturn's exit), before the code the handler interrupted ran again.
+        `self_sent`: the variant sent it to itself (kill, raise): every variant does so at
+        the same synchronised call and stops at its exit, a common point already."""
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        converges = self._converges(signum)
+        converges = self._converges(signum) and not self_sent
         if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
                              or converges or after_handler):
             if variant.has_pending(signum):
                 self.resent.discard(index)  # a re-sent instance set aside again: send it again later
-            variant.add_pending(_Pending(signum, info, now))
+            variant.add_pending(_Pending(signum, info, now, deferred=after_handler))
             if converges:
                 self.converging.add(signum)
                 self._arm(now)
@@ -308,19 +318,33 @@ class SignalCoordinator:
         variant = self.variants[index]
         if index in self.resent or not variant.pending or self.someone_died:
             return []
-        self.resent.add(index)
-        return [Resend(index, signum) for signum in dict.fromkeys(p.signum for p in variant.pending)]
+        signums = dict.fromkeys(p.signum for p in variant.pending if not p.deferred)
+        if signums:
+            self.resent.add(index)
+        return [Resend(index, signum) for signum in signums]
 
-    def on_rendezvous(self, now: float) -> list[Decision]:
-        """All live variants wait at one synchronised syscall. `sync`: a signal that half
-        of them have pending is delivered here; `at-syscall`: one that all have."""
+    def has_pending(self) -> bool:
+        return any(v.pending for v in self.variants)
+
+    def on_rendezvous(self, now: float, blocked: frozenset[int] = frozenset()) -> list[Decision]:
+        """All live variants wait at one synchronised syscall, with the signals in `blocked`
+        blocked (the same in all: masks change only at syscalls). `sync`, `converge`: a
+        signal that half of them have pending is delivered here; `at-syscall`: one that
+        all have. A blocked one stays pending, as in the kernel."""
         if self.current is not None:
             return []
-        if self.policy != "at-syscall":
-            return self._start_next(now)
+        decisions = (self._start_next(now, blocked) if self.policy != "at-syscall"
+                     else self._start_common(now, blocked))
+        if not decisions:  # the call runs: what was deferred past it is ready now
+            for variant in self.variants:
+                for entry in variant.pending:
+                    entry.deferred = False
+        return decisions
+
+    def _start_common(self, now: float, blocked: frozenset[int]) -> list[Decision]:
         live = self._live()
         for candidate in self.variants[live[0]].pending:
-            if all(self.variants[i].has_pending(candidate.signum) for i in live):
+            if candidate.signum not in blocked and all(self.variants[i].has_ready(candidate.signum) for i in live):
                 return self._start(candidate.signum, live, now)
         return []
 
@@ -485,15 +509,15 @@ class SignalCoordinator:
         self.current = None
         return decisions
 
-    def _start_next(self, now: float) -> list[Decision]:
+    def _start_next(self, now: float, blocked: frozenset[int] = frozenset()) -> list[Decision]:
         """After a delivery, a signal set aside that half of the variants have goes next."""
         if self.policy == "at-syscall":
             return []
         live = self._live()
         for index in live:
             for entry in self.variants[index].pending:
-                having = [i for i in live if self.variants[i].has_pending(entry.signum)]
-                if 2 * len(having) >= len(live):
+                having = [i for i in live if self.variants[i].has_ready(entry.signum)]
+                if not entry.deferred and entry.signum not in blocked and 2 * len(having) >= len(live):
                     return self._start(entry.signum, having, now)
         return []
 
