@@ -344,7 +344,8 @@ class SignalCoordinator:
     def _start_common(self, now: float, blocked: frozenset[int]) -> list[Decision]:
         live = self._live()
         for candidate in self.variants[live[0]].pending:
-            if candidate.signum not in blocked and all(self.variants[i].has_ready(candidate.signum) for i in live):
+            if candidate.signum not in blocked and all(self.variants[i].has_ready(candidate.signum)
+                                                       for i in live):
                 return self._start(candidate.signum, live, now)
         return []
 
