@@ -75,7 +75,7 @@ class Outcome:
 @dataclass(frozen=True)
 class MonitorOptions:
     signal_policy: str = "sync"
-    converge_ms: float = 1.0
+    converge_ms: float = 50.0
     loop_trap: str = "int80"  # resolved: "int80" or "syscall"
     wait_loop_iterations: int = 1_000_000_000
     wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything

@@ -24,7 +24,9 @@ code that tests it between two syscalls (CPython runs every Python-level handler
 If no variant reaches a syscall within `converge_after`, or the others do not reach
 the one a variant waits at within `give_up_after`, the signal is raised again and
 delivered by Orchestra's rules 4-7 (the fallback): where each variant is, the ones at
-a syscall parked in the wait loop.
+a syscall parked in the wait loop. A program that made no synchronised syscall for
+twice `converge_after` is computing: with no variant at a syscall, its signals follow
+rules 4-7 at once (a flag tested between two syscalls is then far from any syscall).
 The `at-syscall` policy is the earlier approach kept for comparison: every
 signal is set aside until all variants meet at a syscall, and delivered there; one
 that no rendezvous delivers within the give-up time is a non-compliance alarm.
@@ -216,7 +218,7 @@ class _Variant:
 
 
 class SignalCoordinator:
-    def __init__(self, variants: int, policy: str = "sync", converge_after: float = 0.001,
+    def __init__(self, variants: int, policy: str = "sync", converge_after: float = 0.05,
                  give_up_after: float = 1.0) -> None:
         """`converge_after`: how long variants that set a signal aside may run on before
         one of them reaches a syscall (converge), and how long a signal set aside at a
@@ -240,6 +242,7 @@ class SignalCoordinator:
         self.deferred: set[int] = set()  # set aside at a handler's return
         self.deadline: float | None = None  # when converging and deferred signals are raised again
         self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
+        self.last_rendezvous = 0.0
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
         self.ways = {way: DelaySample() for way in Way}  # the same, per way of delivery
 
@@ -273,7 +276,9 @@ class SignalCoordinator:
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
-        converges = self._converges(signum) and not self_sent
+        waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
+        computing = now - self.last_rendezvous > 2 * self.converge_after
+        converges = self._converges(signum) and not self_sent and (waiting or not computing)
         if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
                              or converges or after_handler):
             if variant.has_pending(signum):
@@ -331,6 +336,7 @@ class SignalCoordinator:
         blocked (the same in all: masks change only at syscalls). `sync`, `converge`: a
         signal that half of them have pending is delivered here; `at-syscall`: one that
         all have. A blocked one stays pending, as in the kernel."""
+        self.last_rendezvous = now
         if self.current is not None:
             return []
         decisions = (self._start_next(now, blocked) if self.policy != "at-syscall"
@@ -424,6 +430,9 @@ class SignalCoordinator:
             return self._release_all(holders, signum, now)
         pending = [i for i in live if i not in holders and self.variants[i].has_pending(signum)]
         if 2 * (len(holders) + len(pending)) >= len(live):
+            if holders and self._converges(signum) and not any(self.variants[i].parked for i in holders) and any(
+                    self.variants[i].where is Where.AT_SYSCALL for i in live):
+                return self._converge(holders, signum, now)
             return self._gather(live, holders, pending, signum)
         others = [i for i in live if i not in holders and i not in pending]
         if all(self.variants[i].where is Where.AT_SYSCALL for i in others):
@@ -432,6 +441,13 @@ class SignalCoordinator:
 
     def _converges(self, signum: int) -> bool:
         return self.policy == "converge" and signum not in self.fallback and not self.someone_died
+
+    def _converge(self, holders: list[int], signum: int, now: float) -> list[Decision]:
+        """Holders in their code while another variant waits at a syscall: they run on
+        to it without the signal, and every variant gets it there (`on_rendezvous`)."""
+        self.converging.add(signum)
+        self._arm(now)
+        return self._set_aside(holders, signum, now)
 
     def _arm(self, now: float) -> None:
         if self.deadline is None:

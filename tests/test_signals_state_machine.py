@@ -332,3 +332,13 @@ def test_converge_a_self_sent_signal_is_delivered_at_the_call_that_sent_it() -> 
     assert machine.on_signal(0, USR1, info(0), 0.0, self_sent=True) == [Hold(0)]
     assert machine.on_signal(1, USR1, info(1), 0.0, self_sent=True) == [Release(0, USR1, info(0), False),
                                                                        Release(1, USR1, info(1), False)]
+
+
+def test_converge_while_computing_follows_rules_4_to_7_until_a_variant_waits_at_a_syscall() -> None:
+    machine = coordinator(3, policy="converge", converge_after=0.05)
+    # No rendezvous for 1 s: computing. Held where they are, as under `sync`.
+    assert machine.on_signal(0, ALRM, info(0), 1.0) == [Hold(0)]
+    assert machine.on_signal(1, ALRM, info(1), 1.0) == [Hold(1)]
+    # The third reaches a syscall first: the holders run on to it instead of parking it.
+    assert machine.on_syscall_entry(2, 1.01) == [Suppress(0), Suppress(1), Proceed(2)]
+    assert machine.converging == {ALRM} and machine.next_deadline() == pytest.approx(2.01)
