@@ -455,6 +455,7 @@ class Monitor:
             if spec.name == "rt_sigaction":
                 self._note_disposition(calls[0], results[0])
             if spec.name in _HANDLER_RETURNS:
+                self.signals.on_handler_return()
                 for variant in self.variants:
                     variant.returned_from_handler = True
         for variant in self.variants:

@@ -242,7 +242,8 @@ class SignalCoordinator:
         self.deferred: set[int] = set()  # set aside at a handler's return
         self.deadline: float | None = None  # when converging and deferred signals are raised again
         self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
-        self.last_rendezvous = 0.0
+        self.last_rendezvous = 0.0  # of the program's own code, not inside a handler
+        self.handlers_running = 0  # deliveries whose handler has not returned (rt_sigreturn)
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
         self.ways = {way: DelaySample() for way in Way}  # the same, per way of delivery
 
@@ -336,7 +337,8 @@ class SignalCoordinator:
         blocked (the same in all: masks change only at syscalls). `sync`, `converge`: a
         signal that half of them have pending is delivered here; `at-syscall`: one that
         all have. A blocked one stays pending, as in the kernel."""
-        self.last_rendezvous = now
+        if not self.handlers_running:
+            self.last_rendezvous = now
         if self.current is not None:
             return []
         decisions = (self._start_next(now, blocked) if self.policy != "at-syscall"
@@ -395,6 +397,10 @@ class SignalCoordinator:
         return {**_summary(self.delays), "ways": {way.value: _summary(sample)
                                                    for way, sample in self.ways.items()}}
 
+    def on_handler_return(self) -> None:
+        """The variants returned from a signal handler (rt_sigreturn)."""
+        self.handlers_running = max(0, self.handlers_running - 1)
+
     def on_resumed(self, index: int) -> None:
         """The monitor let a variant run on from a syscall."""
         self.variants[index].where = Where.RUNNING
@@ -430,7 +436,8 @@ class SignalCoordinator:
             return self._release_all(holders, signum, now)
         pending = [i for i in live if i not in holders and self.variants[i].has_pending(signum)]
         if 2 * (len(holders) + len(pending)) >= len(live):
-            if holders and self._converges(signum) and not any(self.variants[i].parked for i in holders) and any(
+            in_code = holders and not any(self.variants[i].parked for i in holders)
+            if in_code and self._converges(signum) and any(
                     self.variants[i].where is Where.AT_SYSCALL for i in live):
                 return self._converge(holders, signum, now)
             return self._gather(live, holders, pending, signum)
@@ -485,6 +492,7 @@ class SignalCoordinator:
             variant.where, variant.parked = Where.RUNNING, False
         self.delays.append(now - self.current_since)
         self.ways[way].append(now - self.current_since)
+        self.handlers_running += 1
         self.current = None
         self.resent.clear()
         self.converging.discard(signum)

@@ -25,7 +25,9 @@ PYTHON = "/usr/bin/python3"  # a plain interpreter, not a shell-script shim
 @pytest.mark.parametrize("abi", sorted(ABIS))
 def test_cpu_bound_program_with_a_1khz_timer(abi: str, variants: int, build_program, run_mvee) -> None:
     program = build_program("ticker", abi)
-    argv = [str(program), "1000", "30", "5"]  # 1 kHz, 30 M steps, at least 5 ticks handled
+    # 1 kHz, 100 M steps, at least 5 ticks handled. Long enough to be computing: in its
+    # first 100 ms without a syscall, converge holds the ticks for one (coalesced).
+    argv = [str(program), "1000", "100", "5"]
     native = subprocess.run(argv, capture_output=True, timeout=60)
     result = run_mvee("-n", str(variants), "--", *argv, timeout=300)
     assert result.returncode == 0, result.stderr
