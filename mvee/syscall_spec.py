@@ -408,7 +408,7 @@ class Syscall:
     # variants (signalling it must happen once).
     foreign_process: Policy | None = None
 
-    # Derived once, for the engine's hot path.
+    # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     follower_clears_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
