@@ -39,15 +39,13 @@ from mvee.signals import (
     raised_by_leader_only,
 )
 from mvee.stops import StopWaiter
-from mvee.syscall_spec import Flags, Policy, SigAction
+from mvee.syscall_spec import Policy
 from mvee.variant import State, Variant
 
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 _SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
 EPIPE = 32
-_OPEN_FLAGS_ONLY_ONCE = 0o100 | 0o200 | 0o1000  # O_CREAT | O_EXCL | O_TRUNC
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_HANDLER_RETURNS = ("rt_sigreturn", "sigreturn")
 
 
 class Alarm(Exception):
@@ -411,10 +409,9 @@ class Monitor:
 
     def _check_loop_page(self, variant: Variant, call: Call) -> None:
         """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
-        if variant.loop_address is None or call.name not in ("munmap", "mprotect", "mremap", "mmap",
-                                                             "mmap2", "madvise"):
+        if variant.loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
             return
-        start, length = call.args[0], call.args[1]
+        start, length = (call.args[i] for i in call.spec.changes_mappings_at)
         if start <= variant.loop_address < start + length:
             raise Alarm("divergence", f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
@@ -425,8 +422,8 @@ class Monitor:
         spec = calls[0].spec
         assert spec is not None
         policy = spec.policy
-        if policy in (Policy.EACH, Policy.EACH_LEADER_RESULT) and self._names_foreign_process(calls[0]):
-            policy = Policy.LEADER  # signalling a process outside the variants happens once
+        if spec.foreign_process and self._names_foreign_process(calls[0]):
+            policy = spec.foreign_process  # signalling a process outside the variants happens once
         followers = self.variants[1:]
         if policy is Policy.LEADER:
             for follower in followers:
@@ -452,9 +449,9 @@ class Monitor:
                 for follower in followers:
                     if follower.alive:
                         ptrace_api.poke_user(follower.pid, "ax", results[0])
-            if spec.name == "rt_sigaction":
-                self._note_disposition(calls[0], results[0])
-            if spec.name in _HANDLER_RETURNS:
+            if spec.sets_disposition_at:
+                self._note_disposition(calls[0], results[0], *spec.sets_disposition_at)
+            if spec.returns_from_handler:
                 self.signals.on_handler_return()
                 for variant in self.variants:
                     variant.returned_from_handler = True
@@ -462,13 +459,13 @@ class Monitor:
             if variant.alive:
                 self._resume(variant)
 
-    def _note_disposition(self, call: Call, result: int | None) -> None:
-        act = call.values[1]
-        if result != 0 or not isinstance(act, tuple) or not isinstance(call.kinds[1], SigAction):
+    def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
+        act = call.values[act_at]
+        if result != 0 or not isinstance(act, tuple):
             return
         handler, flags, _ = act
         disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
-        self.signals.set_disposition(call.args[0], disposition, flags)
+        self.signals.set_disposition(call.args[signal_at], disposition, flags)
 
     def _run_leader(self, call: Call) -> int:
         ptrace_api.resume_to_syscall(self.leader.pid)
@@ -497,11 +494,11 @@ class Monitor:
     def _run_follower_open(self, follower: Variant, leader_fd: int) -> None:
         call = follower.call
         assert isinstance(call, Call)
-        flags_at = next((i for i, kind in enumerate(call.kinds)
-                         if isinstance(kind, Flags) and kind.name == "flags"), None)
+        assert call.spec is not None
         with _ArgumentOverride(follower, call) as override:
-            if flags_at is not None:
-                override.set(flags_at, call.args[flags_at] & ~_OPEN_FLAGS_ONLY_ONCE)
+            if call.spec.follower_clears_at:
+                flags_at, once_only = call.spec.follower_clears_at
+                override.set(flags_at, call.args[flags_at] & ~once_only)
             ptrace_api.resume_to_syscall(follower.pid)
             exit_stop = self._wait_for_exit(follower)
             if exit_stop is None:

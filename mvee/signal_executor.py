@@ -50,7 +50,7 @@ class SignalExecutor:
         regs = ptrace_api.get_regs(pid)
         code = waitloop.loop_code(_execution_mode(regs), self.trap)
         abi = stop.abi
-        mmap_nr = abi.syscall_numbers["mmap" if abi.word_size == 8 else "mmap2"]
+        mmap_nr = abi.syscall_numbers[abi.mmap_syscall]
         ptrace_api.poke_user(pid, "orig_ax", mmap_nr)
         for register, value in zip(abi.syscall_arg_registers,
                                    (0, waitloop.PAGE_SIZE, _PROT_READ_EXEC, _MAP_PRIVATE_ANONYMOUS, -1, 0),

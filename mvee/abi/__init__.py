@@ -29,6 +29,8 @@ class Abi:
     user_regs_fields: tuple[str, ...]
     # Bytes of the instructions that enter the kernel, by name.
     syscall_instructions: dict[str, bytes]
+    # The syscall that maps memory with the six arguments of mmap(2).
+    mmap_syscall: str
     syscall_names: dict[int, str] = field(init=False)
     word_mask: int = field(init=False)
 
@@ -86,6 +88,7 @@ def _make(module: object) -> Abi:
         struct_sizes=module.STRUCT_SIZES,  # type: ignore[attr-defined]
         user_regs_fields=module.USER_REGS_FIELDS,  # type: ignore[attr-defined]
         syscall_instructions=module.SYSCALL_INSTRUCTIONS,  # type: ignore[attr-defined]
+        mmap_syscall=module.MMAP_SYSCALL,  # type: ignore[attr-defined]
     )
 
 

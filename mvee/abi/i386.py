@@ -16,6 +16,9 @@ USER_REGS_FIELDS = (
     "cs", "flags", "sp", "ss",
 )
 
+# mmap(2) with its offset in pages: "mmap" (90) is old_mmap, whose one argument points to the six.
+MMAP_SYSCALL = "mmap2"
+
 SYSCALL_INSTRUCTIONS = {
     "int80": b"\xcd\x80",
     "sysenter": b"\x0f\x34",

@@ -13,6 +13,9 @@ USER_REGS_FIELDS = (
     "es", "fs", "gs",
 )
 
+# mmap(2) with its offset in bytes.
+MMAP_SYSCALL = "mmap"
+
 SYSCALL_INSTRUCTIONS = {
     "syscall": b"\x0f\x05",
     "int80": b"\xcd\x80",
