@@ -19,7 +19,7 @@ from mvee import engine, ptrace_api
 from mvee.abi import BY_NAME, HOST
 from mvee.engine import Call
 from mvee.ptrace_api import Memory, SyscallStop
-from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
+from mvee.signal_executor import InjectionError, SignalExecutor, interrupted_by_signal
 from mvee.signals import (
     FAULT_SIGNALS,
     Decision,
@@ -34,10 +34,11 @@ from mvee.signals import (
     SignalCoordinator,
     Suppress,
     Unpark,
+    Where,
 )
 from mvee.stops import StopWaiter
 from mvee.syscall_spec import Flags, Policy, SigAction
-from mvee.variant import State, Variant
+from mvee.variant import Variant
 
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 _SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
@@ -85,8 +86,8 @@ class Monitor:
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
         self.signals = SignalCoordinator(len(variants), self.options.signal_policy)
-        self.executor = SignalExecutor(self.options.loop_trap, self.options.wait_loop_iterations,
-                                       self._wait_for_exit)
+        self.executor = SignalExecutor(len(variants), self.options.loop_trap,
+                                       self.options.wait_loop_iterations, self._wait_for_exit)
         self.ending_signals_seen = 0
         self.waiter: StopWaiter | None = None
 
@@ -163,7 +164,7 @@ class Monitor:
                 try:
                     _, status = os.waitpid(variant.pid, ptrace_api.WALL)
                 except ChildProcessError:
-                    variant.state = State.EXITED
+                    variant.ended = True
                     break
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     variant.record_exit(status)
@@ -195,10 +196,10 @@ class Monitor:
 
     def _wait_for_rendezvous(self) -> None:
         while True:
-            states = {v.state for v in self.variants} - {State.EXITED}
-            if states <= {State.AT_ENTRY}:
+            wheres = {self.signals.where(v.index) for v in self.variants if v.alive}
+            if wheres <= {Where.AT_SYSCALL}:
                 return
-            if State.RUNNING not in states:
+            if not wheres & {Where.RUNNING, Where.PARKED}:
                 raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
             found = self._wait()
             assert found is not None
@@ -232,18 +233,17 @@ class Monitor:
 
     def _on_entry(self, variant: Variant, info: SyscallStop) -> None:
         variant.abi_name = variant.abi_name or info.abi.name
-        if variant.interrupted is not None:  # re-entering a mirrored interrupted call
-            variant.restart_code, variant.interrupted = variant.interrupted[1], None
+        self.executor.entered(variant)
         if self.executor.at_loop_trap(variant, info.instruction_pointer, after=True):
             self._carry_out(self.signals.on_loop_timeout(variant.index))
-        if variant.loop is None:
+        if self.executor.needs_loop(variant):
             self.executor.inject_loop(variant, info)
             return  # the original call comes back as a fresh entry stop
         call = engine.decode(info.abi, info.nr, info.args, variant.memory)
         local = call.spec is not None and call.spec.policy_for(call.args) is Policy.LOCAL
         if local:
             self._check_loop_page(variant, call)
-        variant.state, variant.call = State.AT_ENTRY, call
+        variant.call = call
         decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
         self._carry_out(decisions)
         if any(type(d) is Proceed and d.variant == variant.index for d in decisions):
@@ -257,26 +257,23 @@ class Monitor:
         except ptrace_api.PtraceError:  # a group-stop, not a signal-delivery-stop
             ptrace_api.resume_to_syscall(variant.pid)
             return
+        regs = ptrace_api.get_regs(variant.pid)  # the one register read of this stop
         si_code = int.from_bytes(info[8:12], "little", signed=True)
         fault = signum in FAULT_SIGNALS and si_code > 0
         if signum == signal.SIGSEGV and fault and self.executor.at_loop_trap(
-                variant, ptrace_api.peek_user(variant.pid, "ip"), after=False):
+                variant, HOST.register(regs, "ip"), after=False):
             # int 0x80 without IA-32 emulation faults: the trap all the same.
             self._carry_out(self.signals.on_loop_timeout(variant.index))
-        if variant.interrupted is not None:
-            self.executor.undo_rewind(variant)
-        interrupted = self.executor.interrupted_call(variant)
+        regs, interrupted = self.executor.on_signal_stop(variant, regs)
         decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault)
         if interrupted and Suppress(variant.index) in decisions:
-            # Without the signal it re-enters the call (restart_syscall after a sleep); the
-            # code says how the call ends when the signal comes there.
-            self.executor.rewind(variant, BY_NAME[variant.abi_name], interrupted)
+            self.executor.set_aside_at(variant, BY_NAME[variant.abi_name], interrupted, regs)
         self._carry_out(decisions)
 
     def _after_exec(self, variant: Variant) -> None:
         variant.memory.close()
         variant.memory = Memory(variant.pid)
-        variant.loop = variant.loop_address = None
+        self.executor.forget_loop(variant)
         self.signals.exec_happened()
 
     def _wait_for_exit(self, variant: Variant, deadline: float | None = None,
@@ -312,24 +309,20 @@ class Monitor:
         for decision in decisions:
             variant = self.variants[decision.variant]
             if isinstance(decision, Deliver):
-                variant.interrupted = None  # the kernel restarts or fails the call now
+                self.executor.delivered(variant)
                 self._resume(variant, decision.signum)
             elif isinstance(decision, Hold):
-                variant.state = State.HELD
+                pass  # it stays at its signal stop
             elif isinstance(decision, Suppress):
                 self._resume(variant)
             elif isinstance(decision, Park):
                 variant.call = None
-                variant.state = State.RUNNING
                 self.executor.park(variant)
             elif isinstance(decision, Resend):
                 os.kill(variant.pid, decision.signum)
             elif isinstance(decision, Release):
-                variant.state = State.RUNNING
-                variant.interrupted = None
                 self.executor.release(variant, decision.signum, decision.info)
             elif isinstance(decision, Unpark):
-                variant.state = State.RUNNING
                 self.signals.on_resumed(variant.index)
                 self.executor.unpark(variant)
             elif isinstance(decision, NonCompliant):
@@ -340,9 +333,8 @@ class Monitor:
                             f"within the wait loop's {limit}", variant=decision.variant)
 
     def _resume(self, variant: Variant, signum: int = 0) -> None:
-        variant.state = State.RUNNING
         variant.call = None
-        variant.restart_code = -ERESTARTNOINTR  # a mirrored code only counts at its own entry
+        self.executor.resumed(variant)
         self.signals.on_resumed(variant.index)
         ptrace_api.resume_to_syscall(variant.pid, signum)
 
@@ -358,11 +350,12 @@ class Monitor:
 
     def _check_loop_page(self, variant: Variant, call: Call) -> None:
         """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
-        if variant.loop_address is None or call.name not in ("munmap", "mprotect", "mremap", "mmap",
+        loop_address = self.executor.loop_address(variant)
+        if loop_address is None or call.name not in ("munmap", "mprotect", "mremap", "mmap",
                                                              "mmap2", "madvise"):
             return
         start, length = call.args[0], call.args[1]
-        if start <= variant.loop_address < start + length:
+        if start <= loop_address < start + length:
             raise Alarm("divergence", f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
 
@@ -430,7 +423,7 @@ class Monitor:
         if self._wait_for_exit(variant, decode=False) is None:
             raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
                         variant=variant.index)
-        if result in RESTART_CODES:
+        if interrupted_by_signal(result):
             self.executor.mirror_interrupted(variant, call.nr, call.abi, result)
         else:
             ptrace_api.poke_user(variant.pid, "ax", result)
@@ -468,7 +461,7 @@ class Monitor:
         for variant in self.variants:
             exit_stop = self._wait_for_exit(variant, deadline)
             results.append(exit_stop.return_value if exit_stop else None)
-            if exit_stop and exit_stop.return_value in RESTART_CODES and deadline is None:
+            if exit_stop and interrupted_by_signal(exit_stop.return_value) and deadline is None:
                 # Interrupted here: a variant still blocked must get its signal in time too.
                 deadline = time.monotonic() + self._wait_loop_seconds()
         for override in overrides:
@@ -496,7 +489,7 @@ class Monitor:
             return False
         for variant in live:
             self._skip(variant)
-            variant.state = State.RUNNING
+            self.signals.on_resumed(variant.index)
         return True
 
     def _alarm_for_early_exit(self, live: list[Variant]) -> Alarm:

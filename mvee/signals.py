@@ -28,7 +28,7 @@ import signal as _signal
 from array import array
 from dataclasses import dataclass, field
 
-SIGRTMIN = 34
+SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 SA_RESETHAND = 0x80000000
 FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE,
                            _signal.SIGTRAP, _signal.SIGSYS})
@@ -204,6 +204,10 @@ class SignalCoordinator:
 
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
+
+    def where(self, index: int) -> Where:
+        """Where a variant stands: the monitor's one record of it."""
+        return self.variants[index].where
 
     # --- events ---
 

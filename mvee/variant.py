@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mvee import ptrace_api
 from mvee.ptrace_api import Memory
+
+if TYPE_CHECKING:
+    from mvee.engine import Call
 
 
 class StartError(Exception):
@@ -20,39 +22,24 @@ class StartError(Exception):
         self.errno = errno
 
 
-class State(enum.Enum):
-    RUNNING = "running"
-    AT_ENTRY = "at syscall entry"
-    HELD = "held at a signal-delivery-stop"
-    EXITED = "exited"
-
-
 @dataclass
 class Variant:
     index: int
     executable: str
     pid: int
     memory: Memory
-    state: State = State.RUNNING
+    ended: bool = False  # reaped (where it stands while alive: mvee.signals.Where)
     exit_status: int | None = None
     term_signal: int | None = None
     abi_name: str = ""
-    call: Any = None  # the decoded mvee.engine.Call while AT_ENTRY
-    # The injected wait loop (mvee.signal_executor) and a parked variant's state.
-    loop: Any = None  # mvee.waitloop.LoopCode
-    loop_address: int | None = None
-    parked_regs: bytes | None = None
-    restart_code: int = -513  # -ERESTARTNOINTR: re-run the skipped call after the handler
-    # Rewound by mirror_interrupted, not yet back in the kernel: the call's number, the
-    # restart code the leader's kernel gave it, the rewound instruction pointer.
-    interrupted: tuple[int, int, int] | None = None
+    call: Call | None = None  # the call it waits at, decoded, while at a syscall entry
 
     @property
     def alive(self) -> bool:
-        return self.state is not State.EXITED
+        return not self.ended
 
     def record_exit(self, status: int) -> None:
-        self.state = State.EXITED
+        self.ended = True
         if os.WIFEXITED(status):
             self.exit_status = os.WEXITSTATUS(status)
         else:
