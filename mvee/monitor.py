@@ -13,7 +13,7 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mvee import engine, ptrace_api
 from mvee.abi import BY_NAME, HOST
@@ -38,35 +38,13 @@ from mvee.signals import (
 )
 from mvee.stops import StopWaiter
 from mvee.syscall_spec import Flags, Policy, SigAction
-from mvee.variant import Variant
+from mvee.variant import Variant, kill_all
+from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcome
 
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 _SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
-EPIPE = 32
-_OPEN_FLAGS_ONLY_ONCE = 0o100 | 0o200 | 0o1000  # O_CREAT | O_EXCL | O_TRUNC
+_OPEN_FLAGS_ONLY_ONCE = os.O_CREAT | os.O_EXCL | os.O_TRUNC  # the same on i386 and x86_64
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Alarm(Exception):
-    """Stops the run: all variants are killed before the offending call executes."""
-
-    def __init__(self, verdict: str, message: str, calls: list[Call] | None = None,
-                 variant: int | None = None) -> None:
-        super().__init__(message)
-        self.verdict = verdict
-        self.message = message
-        self.calls = calls or []
-        self.variant = variant
-
-
-@dataclass
-class Outcome:
-    verdict: str
-    message: str
-    exit_code: int | None  # the program's own status when the verdict is "ok"
-    alarm: Alarm | None = None
-    syscalls: int = 0
-    details: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,7 +84,7 @@ class Monitor:
                            {"signals": self.signal_statistics()})
         except InjectionError as error:
             self.kill_all()
-            return Outcome("error", str(error), None, None, self.syscalls)
+            return Outcome(Verdict.ERROR, str(error), None, None, self.syscalls)
         finally:
             self.waiter.close()
 
@@ -121,7 +99,7 @@ class Monitor:
             if len(live) < len(self.variants):
                 if self._dying_alike(live):
                     continue
-                raise self._alarm_for_early_exit(live)
+                raise early_exit_alarm(self.variants)
             decisions = self.signals.on_rendezvous(time.monotonic())
             if decisions:
                 self._carry_out(decisions)
@@ -129,10 +107,10 @@ class Monitor:
             calls = [v.call for v in self.variants]
             reason = engine.compare(calls)
             if reason:
-                raise Alarm("divergence", reason, calls)
+                raise Alarm(Verdict.DIVERGENCE, reason, calls)
             unsupported = calls[0].unsupported_reason
             if unsupported:
-                raise Alarm("unsupported", unsupported, calls)
+                raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
             self._execute(calls)
             self.syscalls += 1
 
@@ -152,22 +130,12 @@ class Monitor:
                 variant.record_exit(found[1])
         live = [v for v in self.variants if v.alive]
         if not live:
-            return Alarm("divergence", f"variant {variant.index} {variant.termination()} while the "
+            return Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} while the "
                          "monitor handled it", variant=variant.index)
-        return self._alarm_for_early_exit(live)
+        return early_exit_alarm(self.variants)
 
     def kill_all(self) -> None:
-        for variant in self.variants:
-            variant.kill()
-        for variant in self.variants:
-            while variant.alive:
-                try:
-                    _, status = os.waitpid(variant.pid, ptrace_api.WALL)
-                except ChildProcessError:
-                    variant.ended = True
-                    break
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    variant.record_exit(status)
+        kill_all(self.variants)
 
     def signal_statistics(self) -> dict[str, object]:
         delays = self.signals.delays
@@ -200,7 +168,7 @@ class Monitor:
             if wheres <= {Where.AT_SYSCALL}:
                 return
             if not wheres & {Where.RUNNING, Where.PARKED}:
-                raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
+                raise Alarm(Verdict.ERROR, "internal error: every variant is stopped, none at a syscall")
             found = self._wait()
             assert found is not None
             pid, status = found
@@ -226,7 +194,7 @@ class Monitor:
             self._after_exec(variant)
             ptrace_api.resume_to_syscall(variant.pid)
         elif event:
-            raise Alarm("unsupported", f"variant {variant.index} created a process or thread",
+            raise Alarm(Verdict.UNSUPPORTED, f"variant {variant.index} created a process or thread",
                         variant=variant.index)
         else:
             self._on_signal(variant, stop_signal)
@@ -283,7 +251,7 @@ class Monitor:
         while True:
             found = self._wait(variant.pid, deadline)
             if found is None:
-                raise Alarm("non-compliant", f"variant {variant.index} stayed in a blocking syscall "
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {variant.index} stayed in a blocking syscall "
                             "after the others were interrupted by a signal", variant=variant.index)
             _, status = found
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -296,7 +264,7 @@ class Monitor:
                 info = ptrace_api.syscall_info(variant.pid)
                 if info.op == ptrace_api.SYSCALL_INFO_EXIT:
                     return info
-                raise Alarm("error", f"variant {variant.index}: syscall entry while one was running")
+                raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
             if status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
                 self._after_exec(variant)
                 ptrace_api.resume_to_syscall(variant.pid)
@@ -329,7 +297,7 @@ class Monitor:
                 name = signal.Signals(decision.signum).name if decision.signum else "its signal"
                 limit = (f"{self.options.wait_loop_ms:g} ms" if self.options.wait_loop_ms
                          else f"{self.options.wait_loop_iterations} iterations")
-                raise Alarm("non-compliant", f"variant {decision.variant} did not receive {name} "
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {decision.variant} did not receive {name} "
                             f"within the wait loop's {limit}", variant=decision.variant)
 
     def _resume(self, variant: Variant, signum: int = 0) -> None:
@@ -343,7 +311,7 @@ class Monitor:
         if signum in _ENDING_SIGNALS:
             self.ending_signals_seen += 1
             if self.ending_signals_seen > 1:
-                raise Alarm("error", f"interrupted by a second {signal.Signals(signum).name}")
+                raise Alarm(Verdict.ERROR, f"interrupted by a second {signal.Signals(signum).name}")
         for variant in self.variants:
             if variant.alive:
                 os.kill(variant.pid, signum)
@@ -356,7 +324,7 @@ class Monitor:
             return
         start, length = call.args[0], call.args[1]
         if start <= loop_address < start + length:
-            raise Alarm("divergence", f"variant {variant.index} {call.name} over the monitor's "
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
 
     # --- executing an agreed call ---
@@ -376,7 +344,7 @@ class Monitor:
                 self._finish_skipped(follower, calls[0], result)
                 engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
                                          result)
-                if result == -EPIPE and spec.sigpipe_on_epipe:
+                if result == -errno.EPIPE and spec.sigpipe_on_epipe:
                     os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
         elif policy is Policy.LEADER_FIRST:
             result = self._run_leader(calls[0])
@@ -410,7 +378,7 @@ class Monitor:
         ptrace_api.resume_to_syscall(self.leader.pid)
         exit_stop = self._wait_for_exit(self.leader)
         if exit_stop is None:
-            raise Alarm("divergence", f"variant 0 {self.leader.termination()} in {call.name} "
+            raise Alarm(Verdict.DIVERGENCE, f"variant 0 {self.leader.termination()} in {call.name} "
                         "while the others wait at it", variant=0)
         return exit_stop.return_value
 
@@ -421,7 +389,7 @@ class Monitor:
 
     def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
         if self._wait_for_exit(variant, decode=False) is None:
-            raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} at a syscall",
                         variant=variant.index)
         if interrupted_by_signal(result):
             self.executor.mirror_interrupted(variant, call.nr, call.abi, result)
@@ -439,10 +407,10 @@ class Monitor:
             ptrace_api.resume_to_syscall(follower.pid)
             exit_stop = self._wait_for_exit(follower)
             if exit_stop is None:
-                raise Alarm("divergence", f"variant {follower.index} {follower.termination()} in "
+                raise Alarm(Verdict.DIVERGENCE, f"variant {follower.index} {follower.termination()} in "
                             f"{call.name}", variant=follower.index)
         if exit_stop.return_value != leader_fd:
-            raise Alarm("error", f"{call.name} gave fd {exit_stop.return_value} in variant "
+            raise Alarm(Verdict.ERROR, f"{call.name} gave fd {exit_stop.return_value} in variant "
                         f"{follower.index} but {leader_fd} in the leader: fd tables diverged",
                         variant=follower.index)
 
@@ -492,25 +460,9 @@ class Monitor:
             self.signals.on_resumed(variant.index)
         return True
 
-    def _alarm_for_early_exit(self, live: list[Variant]) -> Alarm:
-        gone = next(v for v in self.variants if not v.alive)
-        waiting = live[0]
-        calls = [v.call for v in live if isinstance(v.call, Call)]
-        doing = f"calls {waiting.call.name}" if waiting.call else "runs"
-        return Alarm("divergence", f"variant {gone.index} {gone.termination()} while variant "
-                     f"{waiting.index} {doing}", calls, variant=gone.index)
-
     def _final_outcome(self) -> Outcome:
-        details: dict[str, object] = {"signals": self.signal_statistics(),
-                                      "local_syscalls": self.local_syscalls}
-        endings = {v.termination() for v in self.variants}
-        if len(endings) > 1:
-            detail = "; ".join(f"variant {v.index} {v.termination()}" for v in self.variants)
-            alarm = Alarm("divergence", f"variants ended differently: {detail}")
-            return Outcome("divergence", alarm.message, None, alarm, self.syscalls, details)
-        leader = self.leader
-        code = leader.exit_status if leader.term_signal is None else 128 + leader.term_signal
-        return Outcome("ok", f"all variants {leader.termination()}", code, None, self.syscalls, details)
+        return final_outcome(self.variants, self.syscalls, {"signals": self.signal_statistics(),
+                                                            "local_syscalls": self.local_syscalls})
 
 
 class _ArgumentOverride:

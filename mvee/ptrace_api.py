@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import struct
 from dataclasses import dataclass
 
@@ -21,15 +22,12 @@ PtraceError = _raw.PtraceError
 WALL = 0x40000000  # __WALL: wait for all children, os has no name for it
 
 PTRACE_TRACEME = 0
-PTRACE_PEEKUSER = 3
 PTRACE_POKEUSER = 6
 PTRACE_CONT = 7
-PTRACE_KILL = 8
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
-PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
 PTRACE_GET_SYSCALL_INFO = 0x420E
@@ -83,7 +81,7 @@ def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
 
 def traceme_and_die_with_parent() -> None:
     """In a freshly forked child: become a tracee that dies with the monitor."""
-    _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _call(PTRACE_TRACEME, 0)
 
 
@@ -120,10 +118,6 @@ def syscall_info(pid: int) -> SyscallStop:
     return SyscallStop(op, abi, ip, sp)
 
 
-def peek_user(pid: int, register: str) -> int:
-    return _raw.ptrace(PTRACE_PEEKUSER, pid, HOST.user_offset(register), 0, check_errno=True) & HOST.word_mask
-
-
 def poke_user(pid: int, register: str, value: int) -> None:
     _call(PTRACE_POKEUSER, pid, HOST.user_offset(register), value)
 
@@ -149,12 +143,6 @@ def get_siginfo(pid: int) -> bytes:
 def set_siginfo(pid: int, info: bytes) -> None:
     buffer = ctypes.create_string_buffer(info, _SIGINFO_SIZE)
     _call(PTRACE_SETSIGINFO, pid, 0, ctypes.addressof(buffer))
-
-
-def event_message(pid: int) -> int:
-    value = ctypes.c_ulong()
-    _call(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(value))
-    return value.value
 
 
 def _deliverable_signals(pid: int) -> int:

@@ -155,7 +155,6 @@ class _Variant:
     where: Where = Where.RUNNING
     parked: bool = False  # in the wait loop (also while HELD there)
     held_info: bytes = b""
-    held_since: float = 0.0
     pending: list[_Pending] = field(default_factory=list)
 
     def has_pending(self, signum: int) -> bool:

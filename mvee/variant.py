@@ -59,6 +59,21 @@ class Variant:
                 pass
 
 
+def kill_all(variants: list[Variant]) -> None:
+    """Kill the variants and reap them."""
+    for variant in variants:
+        variant.kill()
+    for variant in variants:
+        while variant.alive:
+            try:
+                _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+            except ChildProcessError:
+                variant.ended = True
+                break
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                variant.record_exit(status)
+
+
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                   signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
