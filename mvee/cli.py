@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from mvee import report, waitloop
 from mvee.forwarded import FORWARDED
-from mvee.monitor import Monitor, MonitorOptions
+from mvee.monitor import Monitor
+from mvee.signal_executor import SignalOptions
 from mvee.variant import StartError, Variant, kill_all, start
 from mvee.verdict import Outcome, Verdict
 
@@ -106,7 +107,7 @@ def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
     return executables, program_argv
 
 
-def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
+def _monitor_options(options: argparse.Namespace) -> SignalOptions:
     if options.wait_loop_iterations is not None:
         if not 1 <= options.wait_loop_iterations < 2**32:
             raise UsageError("--wait-loop-iterations must be 1 to 4294967295")
@@ -116,9 +117,8 @@ def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
         if not 0 < milliseconds <= 3_600_000:
             raise UsageError("--wait-loop-ms must be above 0 and at most 3600000")
         iterations = min(2**32 - 1, max(1, round(milliseconds * waitloop.iterations_per_ms())))
-    return MonitorOptions(signal_policy=options.signal_policy,
-                          loop_trap=waitloop.choose_trap(options.loop_trap),
-                          wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
+    return SignalOptions(policy=options.signal_policy, loop_trap=waitloop.choose_trap(options.loop_trap),
+                         wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 
 
 def _find_executable(name: str) -> str:
@@ -151,7 +151,7 @@ def _check_report_path(path: str | None) -> None:
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,
-         options: MonitorOptions) -> int:
+         options: SignalOptions) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
     try:

@@ -96,6 +96,13 @@ def resume_to_syscall(pid: int, signal: int = 0) -> None:
     _call(PTRACE_SYSCALL, pid, 0, signal)
 
 
+def skip_syscall(pid: int) -> None:
+    """At a syscall entry: replace the call by one the kernel rejects (nr -1), and
+    resume to its exit."""
+    poke_user(pid, "orig_ax", -1)
+    resume_to_syscall(pid)
+
+
 def cont(pid: int, signal: int = 0) -> None:
     _call(PTRACE_CONT, pid, 0, signal)
 

@@ -1,5 +1,6 @@
-"""The thin ptrace layer under mvee.signals: it carries out parking and releasing, and
-keeps each variant's side of the interrupted-call protocol (`SignalSeam`).
+"""The thin ptrace layer under mvee.signals: it carries out the state machine's decisions
+(`carry_out`), feeds it what happens to the variants while they run a call, and keeps
+each variant's side of the interrupted-call protocol (`SignalSeam`).
 
 - `inject_loop`: at a syscall entry, runs an mmap in the variant instead, writes the
   wait loop into that page (read+exec only: the program cannot write it), then
@@ -20,13 +21,39 @@ from __future__ import annotations
 import enum
 import mmap
 import os
-from collections.abc import Callable
+import signal
+import time
 from dataclasses import dataclass
 
 from mvee import engine, ptrace_api, waitloop
-from mvee.abi import HOST, I386, X86_64, Abi
+from mvee.abi import BY_NAME, HOST, I386, X86_64, Abi
+from mvee.events import (
+    CloneEvent,
+    ExecEvent,
+    Exited,
+    GroupStop,
+    SignalStop,
+    SyscallEntry,
+    SyscallExit,
+    Waiter,
+)
 from mvee.ptrace_api import SyscallStop
+from mvee.signals import (
+    FAULT_SIGNALS,
+    Decision,
+    Deliver,
+    Hold,
+    NonCompliant,
+    Park,
+    Proceed,
+    Release,
+    Resend,
+    SignalCoordinator,
+    Suppress,
+    Unpark,
+)
 from mvee.variant import Variant
+from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
 
 
@@ -82,34 +109,152 @@ class InjectionError(Exception):
     pass
 
 
-WaitForExit = Callable[[Variant], SyscallStop | None]
+@dataclass(frozen=True)
+class SignalOptions:
+    policy: str = "sync"  # or "at-syscall"
+    loop_trap: str = "int80"  # resolved: "int80" or "syscall"
+    wait_loop_iterations: int = 1_000_000_000
+    wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
+
+    def wait_loop_limit(self) -> str:
+        return (f"{self.wait_loop_ms:g} ms" if self.wait_loop_ms
+                else f"{self.wait_loop_iterations} iterations")
+
+    def wait_loop_seconds(self) -> float:
+        return (self.wait_loop_ms or 1000) / 1000
 
 
 class SignalExecutor:
-    def __init__(self, variants: int, trap: str, iterations: int, wait_for_exit: WaitForExit) -> None:
-        self.trap = trap
-        self.iterations = iterations
-        self.wait_for_exit = wait_for_exit
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions) -> None:
+        self.variants = variants
+        self.waiter = waiter
+        self.options = options
+        self.signals = SignalCoordinator(len(variants), options.policy)
         self.traps_used: set[str] = set()
-        self.seams = [SignalSeam() for _ in range(variants)]
+        self.seams = [SignalSeam() for _ in variants]
 
-    # --- the wait loop ---
+    # --- carrying out decisions ---
 
-    def needs_loop(self, variant: Variant) -> bool:
-        return self.seams[variant.index].loop is None
+    def carry_out(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            variant = self.variants[decision.variant]
+            if isinstance(decision, Deliver):
+                self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
+                self.resume(variant, decision.signum)
+            elif isinstance(decision, Hold | Proceed):
+                pass  # it stays at its signal stop; at a syscall, the monitor goes on
+            elif isinstance(decision, Suppress):
+                self.resume(variant)
+            elif isinstance(decision, Park):
+                variant.call = None
+                self._park(variant)
+            elif isinstance(decision, Resend):
+                os.kill(variant.pid, decision.signum)
+            elif isinstance(decision, Release):
+                self._release(variant, decision.signum, decision.info)
+            elif isinstance(decision, Unpark):
+                self.signals.on_resumed(variant.index)
+                self._unpark(variant)
+            elif isinstance(decision, NonCompliant):
+                name = signal.Signals(decision.signum).name if decision.signum else "its signal"
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {decision.variant} did not receive "
+                            f"{name} within the wait loop's {self.options.wait_loop_limit()}",
+                            variant=decision.variant)
+
+    def resume(self, variant: Variant, signum: int = 0) -> None:
+        """Let a stopped variant run on to its next syscall stop."""
+        variant.call = None
+        self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        self.signals.on_resumed(variant.index)
+        ptrace_api.resume_to_syscall(variant.pid, signum)
+
+    # --- what happens to the variants ---
+
+    def on_entry(self, variant: Variant, stop: SyscallStop) -> bool:
+        """At a syscall entry, before the call is decoded: the loop's trap, a rewound call
+        back in the kernel, the loop injected at the first syscall. False when the
+        variant was resumed here (the injection)."""
+        seam = self.seams[variant.index]
+        if seam.rewound is not None:  # its restart code goes with a release at this entry
+            seam.restart_code, seam.rewound = seam.rewound.code, None
+        if self._at_loop_trap(variant, stop.instruction_pointer, after=True):
+            self.carry_out(self.signals.on_loop_timeout(variant.index))
+        if seam.loop is None:
+            self._inject_loop(variant, stop)
+            return False  # the original call comes back as a fresh entry stop
+        return True
+
+    def on_signal_stop(self, stop: SignalStop) -> None:
+        variant, regs = stop.variant, stop.regs
+        fault = stop.signum in FAULT_SIGNALS and stop.si_code > 0
+        if stop.signum == signal.SIGSEGV and fault and self._at_loop_trap(
+                variant, HOST.register(regs, "ip"), after=False):
+            # int 0x80 without IA-32 emulation faults: the trap all the same.
+            self.carry_out(self.signals.on_loop_timeout(variant.index))
+        if self.seams[variant.index].rewound is not None:
+            regs = self._undo_rewind(variant, regs)
+        interrupted = _interrupted_call(regs)
+        decisions = self.signals.on_signal(variant.index, stop.signum, stop.info, time.monotonic(), fault)
+        if interrupted and Suppress(variant.index) in decisions:
+            # Without the signal it re-enters the call (restart_syscall after a sleep); the
+            # code says how the call ends when the signal comes there.
+            self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
+        self.carry_out(decisions)
+
+    def on_exit(self, variant: Variant) -> None:
+        self.carry_out(self.signals.on_exit(variant.index, time.monotonic()))
+
+    def after_exec(self, variant: Variant) -> None:
+        """A new address space: the loop page went with the old one; handlers are reset."""
+        variant.reopen_memory()
+        seam = self.seams[variant.index]
+        seam.loop = seam.loop_address = None
+        self.signals.exec_happened()
+
+    def wait_for_exit(self, variant: Variant, deadline: float | None = None,
+                      skipped: bool = False) -> SyscallStop | None:
+        """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit;
+        None if it ended. `skipped`: the call was skipped, its exit is not read."""
+        while True:
+            event = self.waiter.next(variant.pid, deadline, skipped)
+            if event is None:
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {variant.index} stayed in a blocking "
+                            "syscall after the others were interrupted by a signal", variant=variant.index)
+            if isinstance(event, SyscallExit):
+                return event.stop
+            if isinstance(event, Exited):
+                self.on_exit(variant)
+                return None
+            if isinstance(event, SyscallEntry):
+                raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
+            if isinstance(event, ExecEvent):
+                self.after_exec(variant)
+                ptrace_api.resume_to_syscall(variant.pid)
+            elif isinstance(event, CloneEvent):
+                ptrace_api.resume_to_syscall(variant.pid)
+            elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
+                ptrace_api.resume_to_syscall(variant.pid, event.signum)
 
     def loop_address(self, variant: Variant) -> int | None:
         return self.seams[variant.index].loop_address
 
-    def forget_loop(self, variant: Variant) -> None:
-        """After an exec: the page went with the old address space."""
-        seam = self.seams[variant.index]
-        seam.loop = seam.loop_address = None
+    def statistics(self) -> dict[str, object]:
+        used = sorted(self.traps_used)
+        return {
+            "policy": self.options.policy,
+            "delivered": self.signals.delays.count,
+            "delay_ms": self.signals.delays.summary_ms(),
+            "loop_trap": used[0] if len(used) == 1 else (used or None),
+            "wait_loop_iterations": self.options.wait_loop_iterations,
+            "wait_loop_ms": self.options.wait_loop_ms,
+        }
 
-    def inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
+    # --- the wait loop ---
+
+    def _inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        code = waitloop.loop_code(_execution_mode(regs), self.trap)
+        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap)
         abi = stop.abi
         ptrace_api.poke_user(pid, "orig_ax", abi.syscall_numbers[_mmap_name(abi)])
         for register, value in zip(abi.syscall_arg_registers,
@@ -139,7 +284,7 @@ class SignalExecutor:
         }))
         ptrace_api.resume_to_syscall(pid)
 
-    def at_loop_trap(self, variant: Variant, instruction_pointer: int, after: bool) -> bool:
+    def _at_loop_trap(self, variant: Variant, instruction_pointer: int, after: bool) -> bool:
         """Is this stop the wait loop's trap? `after`: syscall stops report the next ip."""
         seam = self.seams[variant.index]
         if seam.loop is None or seam.loop_address is None or seam.parked_regs is None:
@@ -149,22 +294,21 @@ class SignalExecutor:
 
     # --- parking and releasing ---
 
-    def park(self, variant: Variant) -> None:
+    def _park(self, variant: Variant) -> None:
         """At a syscall entry: skip the call and spin in the wait loop."""
         seam = self.seams[variant.index]
         assert seam.loop is not None and seam.loop_address is not None
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        ptrace_api.poke_user(pid, "orig_ax", -1)
-        ptrace_api.resume_to_syscall(pid)
+        ptrace_api.skip_syscall(pid)
         if self.wait_for_exit(variant) is None:
             return
         seam.parked_regs = regs
         ptrace_api.set_regs(pid, HOST.with_registers(ptrace_api.get_regs(pid), {
-            "ip": seam.loop_address, seam.loop.counter_register: self.iterations}))
+            "ip": seam.loop_address, seam.loop.counter_register: self.options.wait_loop_iterations}))
         ptrace_api.resume_to_syscall(pid)
 
-    def release(self, variant: Variant, signum: int, info: bytes) -> None:
+    def _release(self, variant: Variant, signum: int, info: bytes) -> None:
         """Deliver the signal; a parked variant first gets its syscall back."""
         seam = self.seams[variant.index]
         seam.rewound = None
@@ -177,7 +321,7 @@ class SignalExecutor:
             ptrace_api.set_siginfo(pid, info)
         ptrace_api.resume_to_syscall(pid, signum)
 
-    def unpark(self, variant: Variant) -> None:
+    def _unpark(self, variant: Variant) -> None:
         """Out of the wait loop with no signal: back at the skipped call, which runs again.
         (Without a signal the kernel's restart logic does not run: rewind by hand.)"""
         seam = self.seams[variant.index]
@@ -190,21 +334,6 @@ class SignalExecutor:
         ptrace_api.resume_to_syscall(variant.pid)
 
     # --- interrupted calls ---
-
-    def entered(self, variant: Variant) -> None:
-        """At a syscall entry: a rewound call is back in the kernel; its restart code goes
-        with a release while the variant waits at this entry."""
-        seam = self.seams[variant.index]
-        if seam.rewound is not None:
-            seam.restart_code, seam.rewound = seam.rewound.code, None
-
-    def resumed(self, variant: Variant) -> None:
-        """Resumed from a stop: a mirrored code only counts at its own entry."""
-        self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR
-
-    def delivered(self, variant: Variant) -> None:
-        """Resumed with its signal: the kernel restarts or fails the rewound call now."""
-        self.seams[variant.index].rewound = None
 
     def mirror_interrupted(self, variant: Variant, call_nr: int, abi: Abi, result: int) -> None:
         """A follower at the exit of a skipped call that the leader's kernel interrupted
@@ -226,21 +355,6 @@ class SignalExecutor:
         regs = ptrace_api.get_regs(pid)
         self._rewind(variant, abi, InterruptedCall(
             call_nr, result, HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH), regs)
-
-    def on_signal_stop(self, variant: Variant, regs: bytes) -> tuple[bytes, InterruptedCall | None]:
-        """At a signal-delivery-stop (`regs` read there): a variant that mirror_interrupted
-        rewound gets the leader's kernel state back (`undo_rewind`). Returns the
-        registers now, and the call the signal interrupted, if the variant is just out
-        of one (see `interrupted_call`)."""
-        if self.seams[variant.index].rewound is not None:
-            regs = self._undo_rewind(variant, regs)
-        return regs, _interrupted_call(regs)
-
-    def set_aside_at(self, variant: Variant, abi: Abi, interrupted: InterruptedCall, regs: bytes) -> None:
-        """The signal that interrupted a call is set aside: without it the variant re-enters
-        the call (restart_syscall after a sleep); the code says how the call ends when the
-        signal comes there."""
-        self._rewind(variant, abi, interrupted, regs)
 
     def _rewind(self, variant: Variant, abi: Abi, interrupted: InterruptedCall, regs: bytes) -> None:
         """Back over the syscall instruction, to enter the interrupted call again, as the

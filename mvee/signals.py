@@ -75,6 +75,17 @@ class DelaySample:
     def __len__(self) -> int:
         return self.count
 
+    def summary_ms(self) -> dict[str, float | None]:
+        """Mean, median, 99th percentile and maximum, in milliseconds (None: no delay yet)."""
+        sample = sorted(d * 1000 for d in self.sample)
+
+        def percentile(q: float) -> float | None:
+            return sample[min(len(sample) - 1, int(q * len(sample)))] if sample else None
+
+        return {"mean": self.total * 1000 / self.count if self.count else None,
+                "p50": percentile(0.5), "p99": percentile(0.99),
+                "max": self.maximum * 1000 if self.count else None}
+
     def __eq__(self, other: object) -> bool:  # compares as the list of delays seen (tests)
         return self.sample.tolist() == other if isinstance(other, list) else NotImplemented
 

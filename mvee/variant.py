@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mvee import ptrace_api
+from mvee.events import Ending, Stopped, decode_status
 from mvee.ptrace_api import Memory
 
 if TYPE_CHECKING:
@@ -38,13 +39,15 @@ class Variant:
     def alive(self) -> bool:
         return not self.ended
 
-    def record_exit(self, status: int) -> None:
+    def record_exit(self, ending: Ending) -> None:
         self.ended = True
-        if os.WIFEXITED(status):
-            self.exit_status = os.WEXITSTATUS(status)
-        else:
-            self.term_signal = os.WTERMSIG(status)
+        self.exit_status, self.term_signal = ending.exit_status, ending.term_signal
         self.memory.close()
+
+    def reopen_memory(self) -> None:
+        """After an exec: /proc/PID/mem of the new address space."""
+        self.memory.close()
+        self.memory = Memory(self.pid)
 
     def termination(self) -> str:
         if self.term_signal is not None:
@@ -70,8 +73,9 @@ def kill_all(variants: list[Variant]) -> None:
             except ChildProcessError:
                 variant.ended = True
                 break
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                variant.record_exit(status)
+            ending = decode_status(status)
+            if isinstance(ending, Ending):
+                variant.record_exit(ending)
 
 
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
@@ -102,12 +106,13 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
     os.close(error_write)
     try:
         _, status = os.waitpid(pid, ptrace_api.WALL)
-        if not os.WIFSTOPPED(status):
+        if not isinstance(decode_status(status), Stopped):
             raise StartError(executable, _read_errno(error_read))
         ptrace_api.set_options(pid)
         ptrace_api.cont(pid)
         _, status = os.waitpid(pid, ptrace_api.WALL)
-        if os.WIFSTOPPED(status) and status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
+        stopped = decode_status(status)
+        if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             return Variant(index, executable, pid, Memory(pid))
         errno = _read_errno(error_read)
         _kill_and_reap(pid)
