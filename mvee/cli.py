@@ -1,12 +1,7 @@
 """Command line: `mvee run -n N -- PROG ARGS` and `mvee run --exe A --exe B -- PROG ARGS`.
 
-Exit statuses (also in README):
-  the program's own   verdict "ok" (128+N when the variants died of signal N)
+Exit statuses (also in README): the program's own or an alarm's (mvee.verdict), and
   2                   usage error
-  120                 alarm: divergence
-  121                 alarm: non-compliant variant (signal wait loop ran out)
-  122                 alarm: unsupported syscall or feature
-  125                 internal monitor error
   126                 the program cannot be executed
   127                 the program was not found
 """
@@ -14,6 +9,7 @@ Exit statuses (also in README):
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import signal
@@ -22,11 +18,12 @@ from collections.abc import Sequence
 
 from mvee import report, waitloop
 from mvee.forwarded import FORWARDED
-from mvee.monitor import Monitor, MonitorOptions, Outcome
-from mvee.variant import StartError, Variant, start
+from mvee.monitor import Monitor
+from mvee.signal_executor import SignalOptions
+from mvee.variant import StartError, Variant, kill_all, start
+from mvee.verdict import Outcome, Verdict
 
 EXIT_USAGE = 2
-EXIT_FOR_VERDICT = {"divergence": 120, "non-compliant": 121, "unsupported": 122, "error": 125}
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 MAX_VARIANTS = 16
@@ -110,7 +107,7 @@ def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
     return executables, program_argv
 
 
-def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
+def _monitor_options(options: argparse.Namespace) -> SignalOptions:
     if options.wait_loop_iterations is not None:
         if not 1 <= options.wait_loop_iterations < 2**32:
             raise UsageError("--wait-loop-iterations must be 1 to 4294967295")
@@ -120,9 +117,8 @@ def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
         if not 0 < milliseconds <= 3_600_000:
             raise UsageError("--wait-loop-ms must be above 0 and at most 3600000")
         iterations = min(2**32 - 1, max(1, round(milliseconds * waitloop.iterations_per_ms())))
-    return MonitorOptions(signal_policy=options.signal_policy,
-                          loop_trap=waitloop.choose_trap(options.loop_trap),
-                          wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
+    return SignalOptions(policy=options.signal_policy, loop_trap=waitloop.choose_trap(options.loop_trap),
+                         wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 
 
 def _find_executable(name: str) -> str:
@@ -155,7 +151,7 @@ def _check_report_path(path: str | None) -> None:
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,
-         options: MonitorOptions) -> int:
+         options: SignalOptions) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
     try:
@@ -164,25 +160,15 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
         monitor = Monitor(variants, options)
         outcome = monitor.run()
     except StartError as error:
-        _kill(variants)
+        kill_all(variants)
         print(f"mvee: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXECUTE
-    except KeyboardInterrupt:
-        _kill(variants)
-        outcome = Outcome("error", "interrupted", None)
+        return EXIT_NOT_FOUND if error.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
     except Exception as error:  # a monitor bug must still end the variants and say so
-        _kill(variants)
-        outcome = Outcome("error", f"internal error: {type(error).__name__}: {error}", None,
+        kill_all(variants)
+        outcome = Outcome(Verdict.ERROR, f"internal error: {type(error).__name__}: {error}", None,
                           syscalls=monitor.syscalls if monitor else 0)
-    if outcome.verdict != "ok":
+    if outcome.verdict is not Verdict.OK:
         print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
     if report_path:
         report.write(report_path, report.build(outcome, variants))
-    if outcome.verdict == "ok" and outcome.exit_code is not None:
-        return outcome.exit_code
-    return EXIT_FOR_VERDICT.get(outcome.verdict, EXIT_FOR_VERDICT["error"])
-
-
-def _kill(variants: list[Variant]) -> None:
-    if variants:
-        Monitor(variants).kill_all()
+    return outcome.exit_status

@@ -28,7 +28,7 @@ import signal as _signal
 from array import array
 from dataclasses import dataclass, field
 
-SIGRTMIN = 34
+SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 SA_RESETHAND = 0x80000000
 FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE,
                            _signal.SIGTRAP, _signal.SIGSYS})
@@ -74,6 +74,17 @@ class DelaySample:
 
     def __len__(self) -> int:
         return self.count
+
+    def summary_ms(self) -> dict[str, float | None]:
+        """Mean, median, 99th percentile and maximum, in milliseconds (None: no delay yet)."""
+        sample = sorted(d * 1000 for d in self.sample)
+
+        def percentile(q: float) -> float | None:
+            return sample[min(len(sample) - 1, int(q * len(sample)))] if sample else None
+
+        return {"mean": self.total * 1000 / self.count if self.count else None,
+                "p50": percentile(0.5), "p99": percentile(0.99),
+                "max": self.maximum * 1000 if self.count else None}
 
     def __eq__(self, other: object) -> bool:  # compares as the list of delays seen (tests)
         return self.sample.tolist() == other if isinstance(other, list) else NotImplemented
@@ -155,7 +166,6 @@ class _Variant:
     where: Where = Where.RUNNING
     parked: bool = False  # in the wait loop (also while HELD there)
     held_info: bytes = b""
-    held_since: float = 0.0
     pending: list[_Pending] = field(default_factory=list)
 
     def has_pending(self, signum: int) -> bool:
@@ -204,6 +214,10 @@ class SignalCoordinator:
 
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
+
+    def where(self, index: int) -> Where:
+        """Where a variant stands: the monitor's one record of it."""
+        return self.variants[index].where
 
     # --- events ---
 
