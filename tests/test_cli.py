@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def mvee(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mvee", *arguments], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parents[1])
+from tests.mvee_run import MveeResult, run_mvee
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, words: str) -> None:
+def mvee(*arguments: str) -> MveeResult:
+    return run_mvee(*arguments, timeout=60)
+
+
+def assert_one_line_error(result: MveeResult, status: int, words: str) -> None:
     assert result.returncode == status
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("mvee: ") and result.stderr.count("\n") == 1, result.stderr
