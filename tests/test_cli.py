@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.mvee_run import MveeResult, run_mvee
 
 
@@ -72,6 +73,6 @@ def test_exit_status_is_the_programs_own() -> None:
 def test_no_variant_left_behind_after_an_alarm(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = mvee("run", "--report", str(report), "-n", "2", "--", "sh", "-c", "sleep 30")
-    assert result.returncode == 122  # sh forks: the "unsupported" alarm
+    assert result.returncode == EXIT_STATUS[Verdict.UNSUPPORTED]  # sh forks: the "unsupported" alarm
     pids = [v["pid"] for v in json.loads(report.read_text())["variants"]]
     assert len(pids) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in pids)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
 from tests.mvee_run import (
     MVEE,
@@ -30,7 +31,8 @@ from tests.mvee_run import (
 )
 
 ROOT = Path(__file__).parents[1]
-DIVERGENCE_EXIT, NON_COMPLIANT_EXIT, UNSUPPORTED_EXIT, ERROR_EXIT = 120, 121, 122, 125
+DIVERGENCE_EXIT, NON_COMPLIANT_EXIT, UNSUPPORTED_EXIT, ERROR_EXIT = (
+    EXIT_STATUS[v] for v in (Verdict.DIVERGENCE, Verdict.NON_COMPLIANT, Verdict.UNSUPPORTED, Verdict.ERROR))
 # Long: files, stdout, getpid, a self-sent SIGUSR1 and a 1 kHz timer, for minutes.
 LONG_SCRIPT = '-DSCRIPT="O0;W0:41;R0;C0;P;K10;L1;J100000"'
 SHORT_SCRIPT = '-DSCRIPT="S:41;E0"'

@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
 
-DIVERGENCE_EXIT = 120
+DIVERGENCE_EXIT = EXIT_STATUS[Verdict.DIVERGENCE]
 SLOTS = 4
 SIGUSR1, SIGUSR2, SIGTERM, SIGSEGV = 10, 12, 15, 11
 ENDED = "<ended>"  # a pseudo-syscall: the variant died here (crash or fatal kill)

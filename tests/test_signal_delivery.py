@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from mvee import waitloop
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
 from tests.mvee_run import MveeProcess, blocked_in, process_state, wait_until
 
-NON_COMPLIANT_EXIT = 121
+NON_COMPLIANT_EXIT = EXIT_STATUS[Verdict.NON_COMPLIANT]
 ROOT = Path(__file__).parents[1]
 
 
