@@ -1,12 +1,7 @@
 """Command line: `mvee run -n N -- PROG ARGS` and `mvee run --exe A --exe B -- PROG ARGS`.
 
-Exit statuses (also in README):
-  the program's own   verdict "ok" (128+N when the variants died of signal N)
+Exit statuses (also in README): the program's own or an alarm's (mvee.verdict), and
   2                   usage error
-  120                 alarm: divergence
-  121                 alarm: non-compliant variant (signal wait loop ran out)
-  122                 alarm: unsupported syscall or feature
-  125                 internal monitor error
   126                 the program cannot be executed
   127                 the program was not found
 """
@@ -14,6 +9,7 @@ Exit statuses (also in README):
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import signal
@@ -22,12 +18,13 @@ from collections.abc import Sequence
 
 from mvee import report, waitloop
 from mvee.forwarded import FORWARDED
-from mvee.monitor import Monitor, MonitorOptions, Outcome
+from mvee.monitor import Monitor
+from mvee.signal_executor import SignalOptions
 from mvee.signals import POLICIES
-from mvee.variant import StartError, Variant, start
+from mvee.variant import StartError, Variant, kill_all, start
+from mvee.verdict import Outcome, Verdict
 
 EXIT_USAGE = 2
-EXIT_FOR_VERDICT = {"divergence": 120, "non-compliant": 121, "unsupported": 122, "error": 125}
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 MAX_VARIANTS = 16
@@ -63,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "each runs with the argv given after --")
     run.add_argument("--report", metavar="FILE", help="write a JSON report to FILE")
     run.add_argument("--signal-policy", choices=POLICIES, default=DEFAULT_POLICY,
-                     help="converge: holders run on to the syscall another variant waits at, and "
-                          "all get the signal there (the wait loop when none comes); sync: "
-                          "Orchestra's semi-synchronous delivery with the wait loop; at-syscall: "
-                          "hold every signal until all variants meet at a syscall "
-                          f"(default {DEFAULT_POLICY})")
+                     help="converge: deliver at a syscall all variants meet at when one comes "
+                          "soon, else as sync; sync: Orchestra's semi-synchronous delivery with "
+                          "the wait loop; at-syscall: hold every signal until all variants meet "
+                          f"at a syscall (default {DEFAULT_POLICY})")
     run.add_argument("--converge-ms", type=float, metavar="MS", default=DEFAULT_CONVERGE_MS,
-                     help="converge: how long holders may run on towards a syscall before the "
-                          f"wait-loop fallback (default {DEFAULT_CONVERGE_MS:g})")
+                     help="converge: how long variants may run on towards a syscall to meet "
+                          "at before the signal is delivered where they are "
+                          f"(default {DEFAULT_CONVERGE_MS:g})")
     run.add_argument("--loop-trap", choices=("auto", "int80", "syscall"), default="auto",
                      help="how the wait loop traps back when it runs out (default: int80 where "
                           "the kernel has IA-32 emulation, else syscall)")
@@ -119,7 +116,7 @@ def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
     return executables, program_argv
 
 
-def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
+def _monitor_options(options: argparse.Namespace) -> SignalOptions:
     if options.wait_loop_iterations is not None:
         if not 1 <= options.wait_loop_iterations < 2**32:
             raise UsageError("--wait-loop-iterations must be 1 to 4294967295")
@@ -131,9 +128,9 @@ def _monitor_options(options: argparse.Namespace) -> MonitorOptions:
         iterations = min(2**32 - 1, max(1, round(milliseconds * waitloop.iterations_per_ms())))
     if not 0 < options.converge_ms <= 3_600_000:
         raise UsageError("--converge-ms must be above 0 and at most 3600000")
-    return MonitorOptions(signal_policy=options.signal_policy, converge_ms=options.converge_ms,
-                          loop_trap=waitloop.choose_trap(options.loop_trap),
-                          wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
+    return SignalOptions(policy=options.signal_policy, converge_ms=options.converge_ms,
+                         loop_trap=waitloop.choose_trap(options.loop_trap),
+                         wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 
 
 def _find_executable(name: str) -> str:
@@ -166,7 +163,7 @@ def _check_report_path(path: str | None) -> None:
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,
-         options: MonitorOptions) -> int:
+         options: SignalOptions) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
     try:
@@ -175,25 +172,15 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
         monitor = Monitor(variants, options)
         outcome = monitor.run()
     except StartError as error:
-        _kill(variants)
+        kill_all(variants)
         print(f"mvee: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXECUTE
-    except KeyboardInterrupt:
-        _kill(variants)
-        outcome = Outcome("error", "interrupted", None)
+        return EXIT_NOT_FOUND if error.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
     except Exception as error:  # a monitor bug must still end the variants and say so
-        _kill(variants)
-        outcome = Outcome("error", f"internal error: {type(error).__name__}: {error}", None,
+        kill_all(variants)
+        outcome = Outcome(Verdict.ERROR, f"internal error: {type(error).__name__}: {error}", None,
                           syscalls=monitor.syscalls if monitor else 0)
-    if outcome.verdict != "ok":
+    if outcome.verdict is not Verdict.OK:
         print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
     if report_path:
         report.write(report_path, report.build(outcome, variants))
-    if outcome.verdict == "ok" and outcome.exit_code is not None:
-        return outcome.exit_code
-    return EXIT_FOR_VERDICT.get(outcome.verdict, EXIT_FOR_VERDICT["error"])
-
-
-def _kill(variants: list[Variant]) -> None:
-    if variants:
-        Monitor(variants).kill_all()
+    return outcome.exit_status

@@ -7,7 +7,6 @@ mvee.syscall_spec and the rows of mvee.syscall_table.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from mvee.abi import Abi
@@ -109,6 +108,3 @@ def pid_arguments(call: Call) -> list[int]:
     return [i for i, kind in enumerate(call.kinds) if isinstance(kind, Pid)] if call.spec and \
         call.spec.names_processes else []
 
-
-def pack_words(abi: Abi, *values: int) -> bytes:
-    return struct.pack(f"<{len(values)}{'Q' if abi.word_size == 8 else 'I'}", *values)

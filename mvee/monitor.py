@@ -1,121 +1,65 @@
-"""The lockstep loop: rendezvous at every syscall entry, compare, execute by policy.
+"""The lockstep loop: rendezvous at every syscall entry, compare, then execute by policy.
 
 Variants run freely between syscalls. When every live variant stopped at a
 syscall entry, the engine compares their calls; a difference stops everything
 before the call executes in any of them. An agreed call executes according to
-its policy (mvee.syscall_spec.Policy), then all variants are released together.
-Signal stops go to mvee.signals, whose decisions mvee.signal_executor carries out.
+its policy (mvee.execution), then all variants are released together. Stops come
+as events (mvee.events); signal stops go to mvee.signals, whose decisions
+mvee.signal_executor carries out.
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import signal
 import time
-from dataclasses import dataclass, field
 
 from mvee import engine, ptrace_api
-from mvee.abi import BY_NAME, HOST
 from mvee.engine import Call
-from mvee.ptrace_api import Memory, SyscallStop
-from mvee.signal_executor import ERESTARTNOINTR, RESTART_CODES, InjectionError, SignalExecutor
-from mvee.signals import (
-    FAULT_SIGNALS,
-    SI_TKILL,
-    SI_USER,
-    Decision,
-    Deliver,
-    Disposition,
-    Hold,
-    NonCompliant,
-    Park,
-    Proceed,
-    Release,
-    Resend,
-    SignalCoordinator,
-    Suppress,
-    Unpark,
-    raised_by_leader_only,
+from mvee.events import (
+    CloneEvent,
+    ExecEvent,
+    Exited,
+    GroupStop,
+    Interrupted,
+    SignalStop,
+    SyscallEntry,
+    SyscallExit,
+    Waiter,
 )
-from mvee.stops import StopWaiter
+from mvee.execution import PolicyExecutor
+from mvee.signal_executor import InjectionError, SignalExecutor, SignalOptions
+from mvee.signals import Proceed, Where
 from mvee.syscall_spec import Policy
-from mvee.variant import State, Variant
-
-SYSCALL_TRAP = signal.SIGTRAP | 0x80
-_SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
-EPIPE = 32
-_ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Alarm(Exception):
-    """Stops the run: all variants are killed before the offending call executes."""
-
-    def __init__(self, verdict: str, message: str, calls: list[Call] | None = None,
-                 variant: int | None = None) -> None:
-        super().__init__(message)
-        self.verdict = verdict
-        self.message = message
-        self.calls = calls or []
-        self.variant = variant
-
-
-@dataclass
-class Outcome:
-    verdict: str
-    message: str
-    exit_code: int | None  # the program's own status when the verdict is "ok"
-    alarm: Alarm | None = None
-    syscalls: int = 0
-    details: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MonitorOptions:
-    signal_policy: str = "sync"
-    converge_ms: float = 50.0
-    loop_trap: str = "int80"  # resolved: "int80" or "syscall"
-    wait_loop_iterations: int = 1_000_000_000
-    wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
+from mvee.variant import Variant, kill_all
+from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcome
 
 
 class Monitor:
-    def __init__(self, variants: list[Variant], options: MonitorOptions | None = None) -> None:
-        self.options = options or MonitorOptions()
+    def __init__(self, variants: list[Variant], options: SignalOptions | None = None) -> None:
         self.variants = variants
-        self.by_pid = {v.pid: v for v in variants}
-        self.leader = variants[0]
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
-        self.signals = SignalCoordinator(len(variants), self.options.signal_policy,
-                                         converge_after=self.options.converge_ms / 1000,
-                                         give_up_after=self._wait_loop_seconds())
-        self.executor = SignalExecutor(self.options.loop_trap, self.options.wait_loop_iterations,
-                                       self._wait_for_exit)
-        self.ending_signals_seen = 0
-        # Leader's timer signals sent to each follower, not yet seen there: (signum, siginfo).
-        self.mirrored: list[list[tuple[int, bytes]]] = [[] for _ in variants]
-        self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
-        self.waiter: StopWaiter | None = None
-
-    # --- the main loop ---
+        self.waiter = Waiter(variants)
+        self.executor = SignalExecutor(variants, self.waiter, options or SignalOptions())
+        self.signals = self.executor.signals
+        self.policy = PolicyExecutor(variants, self.executor)
 
     def run(self) -> Outcome:
-        self.waiter = StopWaiter(self._forward_external_signal)
-        try:
+        with self.waiter:
             try:
-                return self._lockstep()
-            except ptrace_api.PtraceError as error:
-                raise self._vanished(error) from None
-        except Alarm as alarm:
-            self.kill_all()
-            return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,
-                           {"signals": self.signal_statistics()})
-        except InjectionError as error:
-            self.kill_all()
-            return Outcome("error", str(error), None, None, self.syscalls)
-        finally:
-            self.waiter.close()
+                try:
+                    return self._lockstep()
+                except ptrace_api.PtraceError as error:
+                    raise self._vanished(error) from None
+                except Interrupted as interruption:
+                    raise Alarm(Verdict.ERROR, str(interruption)) from None
+            except Alarm as alarm:
+                kill_all(self.variants)
+                return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,
+                               {"signals": self.executor.statistics()})
+            except InjectionError as error:
+                kill_all(self.variants)
+                return Outcome(Verdict.ERROR, str(error), None, None, self.syscalls)
 
     def _lockstep(self) -> Outcome:
         for variant in self.variants:  # released together from their exec stops
@@ -124,420 +68,81 @@ class Monitor:
             self._wait_for_rendezvous()
             live = [v for v in self.variants if v.alive]
             if not live:
-                return self._final_outcome()
+                return final_outcome(self.variants, self.syscalls, {
+                    "signals": self.executor.statistics(), "local_syscalls": self.local_syscalls})
             if len(live) < len(self.variants):
                 if self._dying_alike(live):
                     continue
-                raise self._alarm_for_early_exit(live)
-            blocked = (ptrace_api.blocked_signals(self.leader.pid) if self.signals.has_pending()
+                raise early_exit_alarm(self.variants)
+            blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
                        else frozenset())
             decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
             if decisions:
-                self._carry_out(decisions)
+                self.executor.carry_out(decisions)
                 continue
-            calls = [v.call for v in self.variants]
+            calls = [v.call for v in self.variants if v.call is not None]
+            assert len(calls) == len(self.variants)  # each decoded at its entry
             reason = engine.compare(calls)
             if reason:
-                raise Alarm("divergence", reason, calls)
+                raise Alarm(Verdict.DIVERGENCE, reason, calls)
             unsupported = calls[0].unsupported_reason
             if unsupported:
-                raise Alarm("unsupported", unsupported, calls)
-            self._execute(calls)
+                raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
+            self.policy.execute(calls)
             self.syscalls += 1
-
-    def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError:
-        """A ptrace call found a variant gone: killed from outside (SIGKILL) between its
-        stop and the call. Its death is collected and reported like any early death;
-        any other ptrace failure stays the monitor's error."""
-        variant = self.by_pid.get(error.pid) if error.errno == errno.ESRCH else None
-        if variant is None:
-            return error
-        deadline = time.monotonic() + 5
-        while variant.alive:
-            found = self._wait(variant.pid, deadline)
-            if found is None:
-                return error  # not dead after all: a monitor bug
-            if os.WIFEXITED(found[1]) or os.WIFSIGNALED(found[1]):
-                variant.record_exit(found[1])
-        live = [v for v in self.variants if v.alive]
-        if not live:
-            return Alarm("divergence", f"variant {variant.index} {variant.termination()} while the "
-                         "monitor handled it", variant=variant.index)
-        return self._alarm_for_early_exit(live)
-
-    def kill_all(self) -> None:
-        for variant in self.variants:
-            variant.kill()
-        for variant in self.variants:
-            while variant.alive:
-                try:
-                    _, status = os.waitpid(variant.pid, ptrace_api.WALL)
-                except ChildProcessError:
-                    variant.state = State.EXITED
-                    break
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    variant.record_exit(status)
-
-    def signal_statistics(self) -> dict[str, object]:
-        used = sorted(self.executor.traps_used)
-        return {
-            "policy": self.options.signal_policy,
-            **self.signals.statistics(),
-            "converge_ms": self.options.converge_ms,
-            "loop_trap": used[0] if len(used) == 1 else (used or None),
-            "wait_loop_iterations": self.options.wait_loop_iterations,
-            "wait_loop_ms": self.options.wait_loop_ms,
-        }
-
-    # --- waiting for stops ---
-
-    def _wait(self, pid: int = -1, deadline: float | None = None) -> tuple[int, int] | None:
-        assert self.waiter is not None
-        return self.waiter.wait(pid, deadline)
 
     def _wait_for_rendezvous(self) -> None:
         while True:
-            states = {v.state for v in self.variants} - {State.EXITED}
-            if states <= {State.AT_ENTRY}:
+            wheres = {self.signals.where(v.index) for v in self.variants if v.alive}
+            if wheres <= {Where.AT_SYSCALL}:
                 return
-            if State.RUNNING not in states:
-                raise Alarm("error", "internal error: every variant is stopped, none at a syscall")
-            found = self._wait(deadline=self.signals.next_deadline())
-            if found is None:
-                self._carry_out(self.signals.on_deadline(time.monotonic()))
+            if not wheres & {Where.RUNNING, Where.PARKED}:
+                raise Alarm(Verdict.ERROR, "internal error: every variant is stopped, none at a syscall")
+            event = self.waiter.next(deadline=self.signals.next_deadline())
+            if event is None:
+                self.executor.carry_out(self.signals.on_deadline(time.monotonic()))
                 continue
-            pid, status = found
-            variant = self.by_pid.get(pid)
-            if variant is None:
-                continue
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                variant.record_exit(status)
-                self._carry_out(self.signals.on_exit(variant.index, time.monotonic()))
-                continue
-            self._on_stop(variant, status)
+            if isinstance(event, SyscallEntry):
+                self._on_entry(event)
+            elif isinstance(event, SignalStop):
+                self.executor.on_signal_stop(event)
+            elif isinstance(event, SyscallExit | GroupStop):
+                # the exit of a LOCAL call or of an execve: nothing to synchronise
+                ptrace_api.resume_to_syscall(event.variant.pid)
+            elif isinstance(event, Exited):
+                self.executor.on_exit(event.variant)
+            elif isinstance(event, ExecEvent):
+                self.executor.after_exec(event.variant)
+                ptrace_api.resume_to_syscall(event.variant.pid)
+            elif isinstance(event, CloneEvent):
+                raise Alarm(Verdict.UNSUPPORTED, f"variant {event.variant.index} created a process "
+                            "or thread", variant=event.variant.index)
 
-    def _on_stop(self, variant: Variant, status: int) -> None:
-        stop_signal = os.WSTOPSIG(status)
-        event = status >> 16
-        if stop_signal == SYSCALL_TRAP:
-            info = ptrace_api.syscall_info(variant.pid)
-            if info.op == ptrace_api.SYSCALL_INFO_ENTRY:
-                self._on_entry(variant, info)
-            else:  # the exit of a LOCAL call or of an execve: nothing to synchronise
-                ptrace_api.resume_to_syscall(variant.pid)
-        elif event == ptrace_api.PTRACE_EVENT_EXEC:
-            self._after_exec(variant)
-            ptrace_api.resume_to_syscall(variant.pid)
-        elif event:
-            raise Alarm("unsupported", f"variant {variant.index} created a process or thread",
-                        variant=variant.index)
-        else:
-            self._on_signal(variant, stop_signal)
-
-    def _on_entry(self, variant: Variant, info: SyscallStop) -> None:
-        variant.abi_name = variant.abi_name or info.abi.name
-        variant.returned_from_handler = False
-        if variant.interrupted is not None:  # re-entering a mirrored interrupted call
-            variant.restart_code, variant.interrupted = variant.interrupted[1], None
-        if self.executor.at_loop_trap(variant, info.instruction_pointer, after=True):
-            self._carry_out(self.signals.on_loop_timeout(variant.index))
-        if variant.loop is None:
-            self.executor.inject_loop(variant, info)
-            return  # the original call comes back as a fresh entry stop
-        call = engine.decode(info.abi, info.nr, info.args, variant.memory)
+    def _on_entry(self, entry: SyscallEntry) -> None:
+        variant, stop = entry.variant, entry.stop
+        variant.abi_name = variant.abi_name or stop.abi.name
+        if not self.executor.on_entry(variant, stop):
+            return
+        call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
         local = call.spec is not None and call.spec.policy_for(call.args) is Policy.LOCAL
         if local:
             self._check_loop_page(variant, call)
-        variant.state, variant.call = State.AT_ENTRY, call
+        variant.call = call
         decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
-        self._carry_out(decisions)
-        if any(type(d) is Proceed and d.variant == variant.index for d in decisions):
-            if local:
-                self.local_syscalls += 1
-                self._resume(variant)
-
-    def _on_signal(self, variant: Variant, signum: int) -> None:
-        try:
-            info = ptrace_api.get_siginfo(variant.pid)
-        except ptrace_api.PtraceError:  # a group-stop, not a signal-delivery-stop
-            ptrace_api.resume_to_syscall(variant.pid)
-            return
-        si_code, sender = HOST.siginfo_sender(info)
-        fault = signum in FAULT_SIGNALS and si_code > 0
-        if variant is self.leader and raised_by_leader_only(signum, si_code):
-            if self.mirrored_ahead.get(signum):
-                self.mirrored_ahead[signum] -= 1  # sent when it interrupted the leader's call
-            else:
-                self._mirror_to_followers(signum, info)
-        elif si_code == SI_USER and sender == os.getpid():
-            info = self._mirrored_info(variant, signum) or info
-        if signum == signal.SIGSEGV and fault and self.executor.at_loop_trap(
-                variant, ptrace_api.peek_user(variant.pid, "ip"), after=False):
-            # int 0x80 without IA-32 emulation faults: the trap all the same.
-            self._carry_out(self.signals.on_loop_timeout(variant.index))
-        if variant.interrupted is not None:
-            self.executor.undo_rewind(variant)
-        interrupted = self.executor.interrupted_call(variant)
-        after_handler, variant.returned_from_handler = variant.returned_from_handler, False
-        self_sent = si_code in (SI_USER, SI_TKILL) and sender == variant.pid
-        decisions = self.signals.on_signal(variant.index, signum, info, time.monotonic(), fault,
-                                           after_handler, self_sent)
-        if interrupted and Suppress(variant.index) in decisions:
-            # Without the signal it re-enters the call (restart_syscall after a sleep); the
-            # code says how the call ends when the signal comes there.
-            self.executor.rewind(variant, BY_NAME[variant.abi_name], interrupted)
-        self._carry_out(decisions)
-
-    def _mirror_to_followers(self, signum: int, info: bytes) -> None:
-        """A signal of the leader's timers: each other variant gets it too, and its
-        handler sees the leader's siginfo."""
-        for follower in self.variants[1:]:
-            if follower.alive:
-                self.mirrored[follower.index].append((signum, info))
-                os.kill(follower.pid, signum)
-
-    def _mirror_pending_timer_signals(self) -> None:
-        """The leader's call was interrupted: by one of its timers' signals, the others
-        must get it now (their own blocking call, or their copy of the leader's
-        interrupted state, waits for it), not at the leader's signal stop."""
-        for info in ptrace_api.pending_siginfos(self.leader.pid):
-            signum = int.from_bytes(info[:4], "little")
-            si_code, _ = HOST.siginfo_sender(info)
-            if raised_by_leader_only(signum, si_code):
-                self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
-                self._mirror_to_followers(signum, info)
-
-    def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
-        queue = self.mirrored[variant.index]
-        for position, (mirrored, info) in enumerate(queue):
-            if mirrored == signum:
-                del queue[position]
-                return info
-        return None
-
-    def _after_exec(self, variant: Variant) -> None:
-        variant.memory.close()
-        variant.memory = Memory(variant.pid)
-        variant.loop = variant.loop_address = None
-        self.signals.exec_happened()
-
-    def _wait_for_exit(self, variant: Variant, deadline: float | None = None,
-                       decode: bool = True) -> SyscallStop | None:
-        """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit.
-        Without `decode`, the exit stop is not read (a skipped call's is known)."""
-        while True:
-            found = self._wait(variant.pid, deadline)
-            if found is None:
-                raise Alarm("non-compliant", f"variant {variant.index} stayed in a blocking syscall "
-                            "after the others were interrupted by a signal", variant=variant.index)
-            _, status = found
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                variant.record_exit(status)
-                self._carry_out(self.signals.on_exit(variant.index, time.monotonic()))
-                return None
-            if os.WSTOPSIG(status) == SYSCALL_TRAP:
-                if not decode:
-                    return _SKIPPED_EXIT
-                info = ptrace_api.syscall_info(variant.pid)
-                if info.op == ptrace_api.SYSCALL_INFO_EXIT:
-                    return info
-                raise Alarm("error", f"variant {variant.index}: syscall entry while one was running")
-            if status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
-                self._after_exec(variant)
-                ptrace_api.resume_to_syscall(variant.pid)
-            else:
-                ptrace_api.resume_to_syscall(variant.pid, 0 if status >> 16 else os.WSTOPSIG(status))
-
-    # --- carrying out signal decisions ---
-
-    def _carry_out(self, decisions: list[Decision]) -> None:
-        if decisions and os.environ.get("MVEE_TRACE"):
-            import sys
-            print("TRACE", [(type(d).__name__, d.variant) for d in decisions],
-                  [(v.call.name if v.call else None) for v in self.variants], file=sys.stderr)
-        for decision in decisions:
-            variant = self.variants[decision.variant]
-            if isinstance(decision, Deliver):
-                variant.interrupted = None  # the kernel restarts or fails the call now
-                self._resume(variant, decision.signum)
-            elif isinstance(decision, Hold):
-                variant.state = State.HELD
-            elif isinstance(decision, Suppress):
-                self._resume(variant)
-            elif isinstance(decision, Park):
-                variant.call = None
-                variant.state = State.RUNNING
-                self.executor.park(variant)
-            elif isinstance(decision, Resend):
-                os.kill(variant.pid, decision.signum)
-            elif isinstance(decision, Release):
-                variant.state = State.RUNNING
-                variant.interrupted = None
-                self.executor.release(variant, decision.signum, decision.info)
-            elif isinstance(decision, Unpark):
-                variant.state = State.RUNNING
-                self.signals.on_resumed(variant.index)
-                self.executor.unpark(variant)
-            elif isinstance(decision, NonCompliant):
-                name = signal.Signals(decision.signum).name if decision.signum else "its signal"
-                limit = (f"{self.options.wait_loop_ms:g} ms" if self.options.wait_loop_ms
-                         else f"{self.options.wait_loop_iterations} iterations")
-                if decision.no_syscall:
-                    raise Alarm("non-compliant", f"{name} could not be delivered: no syscall came within "
-                                f"{self._wait_loop_seconds() * 1000:g} ms at which every variant had it "
-                                f"(variant {decision.variant}; {self.options.signal_policy} policy)",
-                                variant=decision.variant)
-                raise Alarm("non-compliant", f"variant {decision.variant} did not receive {name} "
-                            f"within the wait loop's {limit}", variant=decision.variant)
-
-    def _resume(self, variant: Variant, signum: int = 0) -> None:
-        variant.state = State.RUNNING
-        variant.call = None
-        variant.restart_code = -ERESTARTNOINTR  # a mirrored code only counts at its own entry
-        self.signals.on_resumed(variant.index)
-        ptrace_api.resume_to_syscall(variant.pid, signum)
-
-    def _forward_external_signal(self, signum: int) -> None:
-        """A signal sent to the monitor goes to every variant, and is synchronised there."""
-        if signum in _ENDING_SIGNALS:
-            self.ending_signals_seen += 1
-            if self.ending_signals_seen > 1:
-                raise Alarm("error", f"interrupted by a second {signal.Signals(signum).name}")
-        for variant in self.variants:
-            if variant.alive:
-                os.kill(variant.pid, signum)
+        self.executor.carry_out(decisions)
+        if local and Proceed(variant.index) in decisions:
+            self.local_syscalls += 1
+            self.executor.resume(variant)
 
     def _check_loop_page(self, variant: Variant, call: Call) -> None:
         """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
-        if variant.loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
+        loop_address = self.executor.loop_address(variant)
+        if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
             return
         start, length = (call.args[i] for i in call.spec.changes_mappings_at)
-        if start <= variant.loop_address < start + length:
-            raise Alarm("divergence", f"variant {variant.index} {call.name} over the monitor's "
+        if start <= loop_address < start + length:
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
-
-    # --- executing an agreed call ---
-
-    def _execute(self, calls: list[Call]) -> None:
-        spec = calls[0].spec
-        assert spec is not None
-        policy = spec.policy
-        if spec.foreign_process and self._names_foreign_process(calls[0]):
-            policy = spec.foreign_process  # signalling a process outside the variants happens once
-        followers = self.variants[1:]
-        if policy is Policy.LEADER:
-            for follower in followers:
-                self._skip(follower)
-            result = self._run_leader(calls[0])
-            for follower in followers:
-                self._finish_skipped(follower, calls[0], result)
-                engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
-                                         result)
-                if result == -EPIPE and spec.sigpipe_on_epipe:
-                    os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
-        elif policy is Policy.LEADER_FIRST:
-            result = self._run_leader(calls[0])
-            for follower in followers:
-                if engine.is_error(result):
-                    self._skip(follower)
-                    self._finish_skipped(follower, calls[0], result)
-                else:
-                    self._run_follower_open(follower, result)
-        else:
-            results = self._run_each(calls)
-            if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
-                for follower in followers:
-                    if follower.alive:
-                        ptrace_api.poke_user(follower.pid, "ax", results[0])
-            if spec.sets_disposition_at:
-                self._note_disposition(calls[0], results[0], *spec.sets_disposition_at)
-            if spec.returns_from_handler:
-                self.signals.on_handler_return()
-                for variant in self.variants:
-                    variant.returned_from_handler = True
-        for variant in self.variants:
-            if variant.alive:
-                self._resume(variant)
-
-    def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
-        act = call.values[act_at]
-        if result != 0 or not isinstance(act, tuple):
-            return
-        handler, flags, _ = act
-        disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
-        self.signals.set_disposition(call.args[signal_at], disposition, flags)
-
-    def _run_leader(self, call: Call) -> int:
-        ptrace_api.resume_to_syscall(self.leader.pid)
-        exit_stop = self._wait_for_exit(self.leader)
-        if exit_stop is None:
-            raise Alarm("divergence", f"variant 0 {self.leader.termination()} in {call.name} "
-                        "while the others wait at it", variant=0)
-        if exit_stop.return_value in RESTART_CODES:
-            self._mirror_pending_timer_signals()
-        return exit_stop.return_value
-
-    def _skip(self, variant: Variant) -> None:
-        """Replace the call at this entry by one the kernel rejects (nr -1) and run to its exit."""
-        ptrace_api.poke_user(variant.pid, "orig_ax", -1)
-        ptrace_api.resume_to_syscall(variant.pid)
-
-    def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
-        if self._wait_for_exit(variant, decode=False) is None:
-            raise Alarm("divergence", f"variant {variant.index} {variant.termination()} at a syscall",
-                        variant=variant.index)
-        if result in RESTART_CODES:
-            self.executor.mirror_interrupted(variant, call.nr, call.abi, result)
-        else:
-            ptrace_api.poke_user(variant.pid, "ax", result)
-
-    def _run_follower_open(self, follower: Variant, leader_fd: int) -> None:
-        call = follower.call
-        assert isinstance(call, Call)
-        assert call.spec is not None
-        with _ArgumentOverride(follower, call) as override:
-            if call.spec.follower_clears_at:
-                flags_at, once_only = call.spec.follower_clears_at
-                override.set(flags_at, call.args[flags_at] & ~once_only)
-            ptrace_api.resume_to_syscall(follower.pid)
-            exit_stop = self._wait_for_exit(follower)
-            if exit_stop is None:
-                raise Alarm("divergence", f"variant {follower.index} {follower.termination()} in "
-                            f"{call.name}", variant=follower.index)
-        if exit_stop.return_value != leader_fd:
-            raise Alarm("error", f"{call.name} gave fd {exit_stop.return_value} in variant "
-                        f"{follower.index} but {leader_fd} in the leader: fd tables diverged",
-                        variant=follower.index)
-
-    def _run_each(self, calls: list[Call]) -> list[int | None]:
-        overrides = []
-        for follower in self.variants[1:]:
-            override = _ArgumentOverride(follower, calls[follower.index])
-            for position in engine.pid_arguments(calls[0]):
-                if calls[0].args[position] == self.leader.pid:
-                    override.set(position, follower.pid)
-            overrides.append(override)
-        for variant in self.variants:
-            ptrace_api.resume_to_syscall(variant.pid)
-        results: list[int | None] = []
-        deadline = None
-        for variant in self.variants:
-            exit_stop = self._wait_for_exit(variant, deadline)
-            results.append(exit_stop.return_value if exit_stop else None)
-            if exit_stop and exit_stop.return_value in RESTART_CODES and variant is self.leader:
-                self._mirror_pending_timer_signals()
-            if exit_stop and exit_stop.return_value in RESTART_CODES and deadline is None:
-                # Interrupted here: a variant still blocked must get its signal in time too.
-                deadline = time.monotonic() + self._wait_loop_seconds()
-        for override in overrides:
-            override.restore()
-        return results
-
-    def _wait_loop_seconds(self) -> float:
-        return (self.options.wait_loop_ms or 1000) / 1000
-
-    def _names_foreign_process(self, call: Call) -> bool:
-        return any(call.args[i] not in (0, self.leader.pid) for i in engine.pid_arguments(call))
 
     # --- endings ---
 
@@ -553,53 +158,21 @@ class Monitor:
         if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
             return False
         for variant in live:
-            self._skip(variant)
-            variant.state = State.RUNNING
+            ptrace_api.skip_syscall(variant.pid)
+            self.signals.on_resumed(variant.index)
         return True
 
-    def _alarm_for_early_exit(self, live: list[Variant]) -> Alarm:
-        gone = next(v for v in self.variants if not v.alive)
-        waiting = live[0]
-        calls = [v.call for v in live if isinstance(v.call, Call)]
-        doing = f"calls {waiting.call.name}" if waiting.call else "runs"
-        return Alarm("divergence", f"variant {gone.index} {gone.termination()} while variant "
-                     f"{waiting.index} {doing}", calls, variant=gone.index)
-
-    def _final_outcome(self) -> Outcome:
-        details: dict[str, object] = {"signals": self.signal_statistics(),
-                                      "local_syscalls": self.local_syscalls}
-        endings = {v.termination() for v in self.variants}
-        if len(endings) > 1:
-            detail = "; ".join(f"variant {v.index} {v.termination()}" for v in self.variants)
-            alarm = Alarm("divergence", f"variants ended differently: {detail}")
-            return Outcome("divergence", alarm.message, None, alarm, self.syscalls, details)
-        leader = self.leader
-        code = leader.exit_status if leader.term_signal is None else 128 + leader.term_signal
-        return Outcome("ok", f"all variants {leader.termination()}", code, None, self.syscalls, details)
-
-
-class _ArgumentOverride:
-    """Rewrites syscall argument registers of a stopped variant and restores them after
-    the call: the syscall ABI promises user space those registers survive the call."""
-
-    def __init__(self, variant: Variant, call: Call) -> None:
-        self.variant = variant
-        self.registers = call.abi.syscall_arg_registers
-        self.saved: dict[str, int] = {}
-        self.original_args = call.args
-
-    def set(self, position: int, value: int) -> None:
-        register = self.registers[position]
-        self.saved.setdefault(register, self.original_args[position])
-        ptrace_api.poke_user(self.variant.pid, register, value)
-
-    def restore(self) -> None:
-        if self.variant.alive:
-            for register, value in self.saved.items():
-                ptrace_api.poke_user(self.variant.pid, register, value)
-
-    def __enter__(self) -> _ArgumentOverride:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
+    def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError:
+        """A ptrace call found a variant gone: killed from outside (SIGKILL) between its
+        stop and the call. Its death is collected and reported like any early death;
+        any other ptrace failure stays the monitor's error."""
+        variant = next((v for v in self.variants if v.pid == error.pid), None) \
+            if error.errno == errno.ESRCH else None
+        if variant is None:
+            return error
+        if not self.waiter.reap(variant, time.monotonic() + 5):
+            return error  # not dead after all: a monitor bug
+        if not any(v.alive for v in self.variants):
+            return Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} while "
+                         "the monitor handled it", variant=variant.index)
+        return early_exit_alarm(self.variants)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import struct
 from dataclasses import dataclass
 
@@ -21,15 +22,12 @@ PtraceError = _raw.PtraceError
 WALL = 0x40000000  # __WALL: wait for all children, os has no name for it
 
 PTRACE_TRACEME = 0
-PTRACE_PEEKUSER = 3
 PTRACE_POKEUSER = 6
 PTRACE_CONT = 7
-PTRACE_KILL = 8
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
-PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
 PTRACE_PEEKSIGINFO = 0x4209
@@ -85,7 +83,7 @@ def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
 
 def traceme_and_die_with_parent() -> None:
     """In a freshly forked child: become a tracee that dies with the monitor."""
-    _libc.prctl(_PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _call(PTRACE_TRACEME, 0)
 
 
@@ -98,6 +96,13 @@ def set_options(pid: int) -> None:
 def resume_to_syscall(pid: int, signal: int = 0) -> None:
     """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`."""
     _call(PTRACE_SYSCALL, pid, 0, signal)
+
+
+def skip_syscall(pid: int) -> None:
+    """At a syscall entry: replace the call by one the kernel rejects (nr -1), and
+    resume to its exit."""
+    poke_user(pid, "orig_ax", -1)
+    resume_to_syscall(pid)
 
 
 def cont(pid: int, signal: int = 0) -> None:
@@ -120,10 +125,6 @@ def syscall_info(pid: int) -> SyscallStop:
         rval, is_error = _EXIT.unpack_from(raw, _SYSCALL_INFO.size)
         return SyscallStop(op, abi, ip, sp, return_value=rval, is_error=bool(is_error))
     return SyscallStop(op, abi, ip, sp)
-
-
-def peek_user(pid: int, register: str) -> int:
-    return _raw.ptrace(PTRACE_PEEKUSER, pid, HOST.user_offset(register), 0, check_errno=True) & HOST.word_mask
 
 
 def poke_user(pid: int, register: str, value: int) -> None:
@@ -164,12 +165,6 @@ def pending_siginfos(pid: int, limit: int = 32) -> list[bytes]:
         count = _call(PTRACE_PEEKSIGINFO, pid, ctypes.addressof(request), ctypes.addressof(buffer))
         found += [buffer.raw[i * _SIGINFO_SIZE:(i + 1) * _SIGINFO_SIZE] for i in range(count)]
     return found
-
-
-def event_message(pid: int) -> int:
-    value = ctypes.c_ulong()
-    _call(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(value))
-    return value.value
 
 
 def _signal_masks(pid: int) -> dict[str, int]:

@@ -8,15 +8,15 @@ import signal
 import tempfile
 from typing import Any
 
-from mvee.monitor import Outcome
 from mvee.variant import Variant
+from mvee.verdict import Outcome, Verdict
 
-VERDICTS = ("ok", "divergence", "non-compliant", "unsupported", "error")
+VERDICTS = frozenset(verdict.value for verdict in Verdict)
 
 
 def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
     report: dict[str, Any] = {
-        "verdict": outcome.verdict,
+        "verdict": outcome.verdict.value,
         "message": outcome.message,
         "exit_code": outcome.exit_code,
         "syscalls": outcome.syscalls,
@@ -36,7 +36,7 @@ def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
     if alarm is not None:
         first = alarm.calls[0] if alarm.calls else None
         report["alarm"] = {
-            "kind": alarm.verdict,
+            "kind": alarm.verdict.value,
             "variant": alarm.variant,
             "syscall": {"nr": first.nr, "name": first.name, "abi": first.abi.name} if first else None,
             "views": [call.render() for call in alarm.calls],

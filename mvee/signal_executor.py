@@ -1,4 +1,6 @@
-"""The thin ptrace layer under mvee.signals: it carries out parking and releasing.
+"""The thin ptrace layer under mvee.signals: it carries out the state machine's decisions
+(`carry_out`), feeds it what happens to the variants while they run a call, and keeps
+each variant's side of the interrupted-call protocol (`SignalSeam`).
 
 - `inject_loop`: at a syscall entry, runs an mmap in the variant instead, writes the
   wait loop into that page (read+exec only: the program cannot write it), then
@@ -10,48 +12,314 @@
   restart logic then re-runs the syscall after the handler (or returns EINTR when
   the leader's interrupted call did so), for `syscall`, `int 0x80` and the i386
   vDSO's `sysenter` alike, since all three re-enter through a 2-byte instruction.
+- `mirror_interrupted`, `rewind`, `undo_rewind`: a call that a signal interrupted in
+  one variant (a restart code) ends the same way in the others.
 """
 
 from __future__ import annotations
 
+import enum
+import mmap
 import os
-from collections.abc import Callable
+import signal
+import time
+from dataclasses import dataclass, field
 
-from mvee import ptrace_api, waitloop
-from mvee.abi import HOST, I386, X86_64, Abi
+from mvee import engine, ptrace_api, waitloop
+from mvee.abi import BY_NAME, HOST, I386, X86_64, Abi
+from mvee.events import (
+    CloneEvent,
+    ExecEvent,
+    Exited,
+    GroupStop,
+    SignalStop,
+    SyscallEntry,
+    SyscallExit,
+    Waiter,
+)
 from mvee.ptrace_api import SyscallStop
+from mvee.signals import (
+    FAULT_SIGNALS,
+    SI_TKILL,
+    SI_USER,
+    Decision,
+    Deliver,
+    Hold,
+    NonCompliant,
+    Park,
+    Proceed,
+    Release,
+    Resend,
+    SignalCoordinator,
+    Suppress,
+    Unpark,
+    raised_by_leader_only,
+)
 from mvee.variant import Variant
+from mvee.verdict import Alarm, Verdict
+from mvee.waitloop import LoopCode
 
-ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
-RESTART_CODES = frozenset({-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK})
+
+class RestartCode(enum.IntEnum):
+    """The kernel's restart codes (include/linux/errno.h): what a syscall that a signal
+    interrupted returns, negated, to the kernel's signal code. They never reach user
+    space: the kernel turns them into a restart or into EINTR."""
+
+    ERESTARTSYS = 512  # restart if the handler has SA_RESTART, else EINTR
+    ERESTARTNOINTR = 513  # always restart
+    ERESTARTNOHAND = 514  # restart if no handler runs, else EINTR
+    ERESTART_RESTARTBLOCK = 516  # restart through restart_syscall (sleeps), else EINTR
+
+
+RESTART_CODES = frozenset(-code for code in RestartCode)
 _RESTART_CODES_32 = frozenset(code & 0xFFFFFFFF for code in RESTART_CODES)
 SYSCALL_INSTRUCTION_LENGTH = 2  # syscall, int 0x80, and sysenter's int 0x80 landing pad
-_USER_CS_64 = 0x33
-_PROT_READ_EXEC = 0x1 | 0x4
-_MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20
+_USER_CS_64 = 0x33  # the code segment of 64-bit user code (__USER_CS)
+_PROT_READ_EXEC = mmap.PROT_READ | mmap.PROT_EXEC
+_MAP_PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+
+
+def interrupted_by_signal(result: int) -> bool:
+    """Whether a syscall's result is a restart code: a signal interrupted it."""
+    return result in RESTART_CODES
+
+
+@dataclass(frozen=True)
+class InterruptedCall:
+    """A call that a signal interrupted, rewound by the monitor to be entered again."""
+
+    nr: int  # the call's number
+    code: int  # the restart code its kernel (or the leader's) gave it, negative
+    rewound_ip: int  # the instruction pointer back over the syscall instruction
+
+
+@dataclass
+class SignalSeam:
+    """One variant's side of the signal seam: its wait loop, the registers of the call
+    it skipped while parked, and the state of a call a signal interrupted."""
+
+    loop: LoopCode | None = None  # injected at its first syscall; gone at an exec
+    loop_address: int | None = None
+    parked_regs: bytes | None = None  # at the entry of the skipped call, while parked
+    # What a release puts in ax: ERESTARTNOINTR re-runs the skipped call after the
+    # handler; a mirrored code instead (the leader's call was interrupted) while the
+    # variant waits at the very entry it was rewound to.
+    restart_code: int = -RestartCode.ERESTARTNOINTR
+    rewound: InterruptedCall | None = None  # rewound, not yet back in the kernel
+    # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
+    # handler interrupted has not run an instruction since.
+    returned_from_handler: bool = False
+    # The leader's timer signals sent to it and not yet seen there: (signum, siginfo).
+    mirrored: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class InjectionError(Exception):
     pass
 
 
-WaitForExit = Callable[[Variant], SyscallStop | None]
+@dataclass(frozen=True)
+class SignalOptions:
+    policy: str = "converge"  # mvee.signals.POLICIES
+    converge_ms: float = 50.0  # how long variants may run on towards a syscall to meet at
+    loop_trap: str = "int80"  # resolved: "int80" or "syscall"
+    wait_loop_iterations: int = 1_000_000_000
+    wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
+
+    def wait_loop_limit(self) -> str:
+        return (f"{self.wait_loop_ms:g} ms" if self.wait_loop_ms
+                else f"{self.wait_loop_iterations} iterations")
+
+    def wait_loop_seconds(self) -> float:
+        return (self.wait_loop_ms or 1000) / 1000
 
 
 class SignalExecutor:
-    def __init__(self, trap: str, iterations: int, wait_for_exit: WaitForExit) -> None:
-        self.trap = trap
-        self.iterations = iterations
-        self.wait_for_exit = wait_for_exit
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions) -> None:
+        self.variants = variants
+        self.waiter = waiter
+        self.options = options
+        self.signals = SignalCoordinator(len(variants), options.policy,
+                                         converge_after=options.converge_ms / 1000,
+                                         give_up_after=options.wait_loop_seconds())
         self.traps_used: set[str] = set()
+        self.seams = [SignalSeam() for _ in variants]
+        self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
 
-    def inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
+    # --- carrying out decisions ---
+
+    def carry_out(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            variant = self.variants[decision.variant]
+            if isinstance(decision, Deliver):
+                self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
+                self.resume(variant, decision.signum)
+            elif isinstance(decision, Hold | Proceed):
+                pass  # it stays at its signal stop; at a syscall, the monitor goes on
+            elif isinstance(decision, Suppress):
+                self.resume(variant)
+            elif isinstance(decision, Park):
+                variant.call = None
+                self._park(variant)
+            elif isinstance(decision, Resend):
+                os.kill(variant.pid, decision.signum)
+            elif isinstance(decision, Release):
+                self._release(variant, decision.signum, decision.info)
+            elif isinstance(decision, Unpark):
+                self.signals.on_resumed(variant.index)
+                self._unpark(variant)
+            elif isinstance(decision, NonCompliant):
+                name = signal.Signals(decision.signum).name if decision.signum else "its signal"
+                if decision.no_syscall:
+                    raise Alarm(Verdict.NON_COMPLIANT, f"{name} could not be delivered: no syscall came "
+                                f"within {self.options.wait_loop_seconds() * 1000:g} ms at which every "
+                                f"variant had it (variant {decision.variant}; {self.options.policy} policy)",
+                                variant=decision.variant)
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {decision.variant} did not receive "
+                            f"{name} within the wait loop's {self.options.wait_loop_limit()}",
+                            variant=decision.variant)
+
+    def resume(self, variant: Variant, signum: int = 0) -> None:
+        """Let a stopped variant run on to its next syscall stop."""
+        variant.call = None
+        self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        self.signals.on_resumed(variant.index)
+        ptrace_api.resume_to_syscall(variant.pid, signum)
+
+    # --- what happens to the variants ---
+
+    def on_entry(self, variant: Variant, stop: SyscallStop) -> bool:
+        """At a syscall entry, before the call is decoded: the loop's trap, a rewound call
+        back in the kernel, the loop injected at the first syscall. False when the
+        variant was resumed here (the injection)."""
+        seam = self.seams[variant.index]
+        seam.returned_from_handler = False
+        if seam.rewound is not None:  # its restart code goes with a release at this entry
+            seam.restart_code, seam.rewound = seam.rewound.code, None
+        if self._at_loop_trap(variant, stop.instruction_pointer, after=True):
+            self.carry_out(self.signals.on_loop_timeout(variant.index))
+        if seam.loop is None:
+            self._inject_loop(variant, stop)
+            return False  # the original call comes back as a fresh entry stop
+        return True
+
+    def on_signal_stop(self, stop: SignalStop) -> None:
+        variant, regs = stop.variant, stop.regs
+        fault = stop.signum in FAULT_SIGNALS and stop.si_code > 0
+        if stop.signum == signal.SIGSEGV and fault and self._at_loop_trap(
+                variant, HOST.register(regs, "ip"), after=False):
+            # int 0x80 without IA-32 emulation faults: the trap all the same.
+            self.carry_out(self.signals.on_loop_timeout(variant.index))
+        if self.seams[variant.index].rewound is not None:
+            regs = self._undo_rewind(variant, regs)
+        interrupted = _interrupted_call(regs)
+        info, si_code = stop.info, stop.si_code
+        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
+            if self.mirrored_ahead.get(stop.signum):
+                self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
+            else:
+                self._mirror_to_followers(stop.signum, info)
+        elif si_code == SI_USER and stop.sender == os.getpid():
+            info = self._mirrored_info(variant, stop.signum) or info
+        seam = self.seams[variant.index]
+        after_handler, seam.returned_from_handler = seam.returned_from_handler, False
+        self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
+        decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
+                                           after_handler, self_sent)
+        if interrupted and Suppress(variant.index) in decisions:
+            # Without the signal it re-enters the call (restart_syscall after a sleep); the
+            # code says how the call ends when the signal comes there.
+            self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
+        self.carry_out(decisions)
+
+    def on_handler_return(self) -> None:
+        """Every variant ran rt_sigreturn: back from a signal handler."""
+        self.signals.on_handler_return()
+        for seam in self.seams:
+            seam.returned_from_handler = True
+
+    def mirror_pending_timer_signals(self) -> None:
+        """The leader's call was interrupted: by one of its timers' signals, the others
+        must get it now (their own blocking call, or their copy of the leader's
+        interrupted state, waits for it), not at the leader's signal stop."""
+        for info in ptrace_api.pending_siginfos(self.variants[0].pid):
+            signum = int.from_bytes(info[:4], "little")
+            si_code, _ = HOST.siginfo_sender(info)
+            if raised_by_leader_only(signum, si_code):
+                self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
+                self._mirror_to_followers(signum, info)
+
+    def _mirror_to_followers(self, signum: int, info: bytes) -> None:
+        """A signal of the leader's timers: each other variant gets it too, and its
+        handler sees the leader's siginfo."""
+        for follower in self.variants[1:]:
+            if follower.alive:
+                self.seams[follower.index].mirrored.append((signum, info))
+                os.kill(follower.pid, signum)
+
+    def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
+        queue = self.seams[variant.index].mirrored
+        for position, (mirrored, info) in enumerate(queue):
+            if mirrored == signum:
+                del queue[position]
+                return info
+        return None
+
+    def on_exit(self, variant: Variant) -> None:
+        self.carry_out(self.signals.on_exit(variant.index, time.monotonic()))
+
+    def after_exec(self, variant: Variant) -> None:
+        """A new address space: the loop page went with the old one; handlers are reset."""
+        variant.reopen_memory()
+        seam = self.seams[variant.index]
+        seam.loop = seam.loop_address = None
+        self.signals.exec_happened()
+
+    def wait_for_exit(self, variant: Variant, deadline: float | None = None,
+                      skipped: bool = False) -> SyscallStop | None:
+        """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit;
+        None if it ended. `skipped`: the call was skipped, its exit is not read."""
+        while True:
+            event = self.waiter.next(variant.pid, deadline, skipped)
+            if event is None:
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {variant.index} stayed in a blocking "
+                            "syscall after the others were interrupted by a signal", variant=variant.index)
+            if isinstance(event, SyscallExit):
+                return event.stop
+            if isinstance(event, Exited):
+                self.on_exit(variant)
+                return None
+            if isinstance(event, SyscallEntry):
+                raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
+            if isinstance(event, ExecEvent):
+                self.after_exec(variant)
+                ptrace_api.resume_to_syscall(variant.pid)
+            elif isinstance(event, CloneEvent):
+                ptrace_api.resume_to_syscall(variant.pid)
+            elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
+                ptrace_api.resume_to_syscall(variant.pid, event.signum)
+
+    def loop_address(self, variant: Variant) -> int | None:
+        return self.seams[variant.index].loop_address
+
+    def statistics(self) -> dict[str, object]:
+        used = sorted(self.traps_used)
+        return {
+            "policy": self.options.policy,
+            **self.signals.statistics(),
+            "converge_ms": self.options.converge_ms,
+            "loop_trap": used[0] if len(used) == 1 else (used or None),
+            "wait_loop_iterations": self.options.wait_loop_iterations,
+            "wait_loop_ms": self.options.wait_loop_ms,
+        }
+
+    # --- the wait loop ---
+
+    def _inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        code = waitloop.loop_code(_execution_mode(regs), self.trap)
+        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap)
         abi = stop.abi
-        mmap_nr = abi.syscall_numbers[abi.mmap_syscall]
-        ptrace_api.poke_user(pid, "orig_ax", mmap_nr)
+        ptrace_api.poke_user(pid, "orig_ax", abi.syscall_numbers[abi.mmap_syscall])
         for register, value in zip(abi.syscall_arg_registers,
                                    (0, waitloop.PAGE_SIZE, _PROT_READ_EXEC, _MAP_PRIVATE_ANONYMOUS, -1, 0),
                                    strict=True):
@@ -62,14 +330,15 @@ class SignalExecutor:
             raise InjectionError(f"variant {variant.index} {variant.termination()} while the "
                                  "monitor mapped its wait-loop page")
         address = exit_stop.return_value
-        if -4095 <= address < 0:
+        if engine.is_error(address):
             raise InjectionError(f"mmap of the wait-loop page failed in variant {variant.index}: "
                                  f"{os.strerror(-address)}")
         # A 32-bit kernel reports the return value sign-extended: an address above 2 GiB
         # is negative here, and /proc/PID/mem takes no negative offset.
         address &= abi.word_mask
         variant.memory.write(address, code.code)
-        variant.loop, variant.loop_address = code, address
+        seam = self.seams[variant.index]
+        seam.loop, seam.loop_address = code, address
         self.traps_used.add(code.trap)
         # Re-run the original syscall: back over its instruction, its number in ax.
         ptrace_api.set_regs(pid, HOST.with_registers(regs, {
@@ -78,42 +347,56 @@ class SignalExecutor:
         }))
         ptrace_api.resume_to_syscall(pid)
 
-    def park(self, variant: Variant) -> None:
+    def _at_loop_trap(self, variant: Variant, instruction_pointer: int, after: bool) -> bool:
+        """Is this stop the wait loop's trap? `after`: syscall stops report the next ip."""
+        seam = self.seams[variant.index]
+        if seam.loop is None or seam.loop_address is None or seam.parked_regs is None:
+            return False
+        offset = seam.loop.trap_end_offset if after else seam.loop.trap_offset
+        return instruction_pointer == seam.loop_address + offset
+
+    # --- parking and releasing ---
+
+    def _park(self, variant: Variant) -> None:
         """At a syscall entry: skip the call and spin in the wait loop."""
-        assert variant.loop is not None and variant.loop_address is not None
+        seam = self.seams[variant.index]
+        assert seam.loop is not None and seam.loop_address is not None
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        ptrace_api.poke_user(pid, "orig_ax", -1)
-        ptrace_api.resume_to_syscall(pid)
+        ptrace_api.skip_syscall(pid)
         if self.wait_for_exit(variant) is None:
             return
-        variant.parked_regs = regs
+        seam.parked_regs = regs
         ptrace_api.set_regs(pid, HOST.with_registers(ptrace_api.get_regs(pid), {
-            "ip": variant.loop_address, variant.loop.counter_register: self.iterations}))
+            "ip": seam.loop_address, seam.loop.counter_register: self.options.wait_loop_iterations}))
         ptrace_api.resume_to_syscall(pid)
 
-    def release(self, variant: Variant, signum: int, info: bytes) -> None:
+    def _release(self, variant: Variant, signum: int, info: bytes) -> None:
         """Deliver the signal; a parked variant first gets its syscall back."""
+        seam = self.seams[variant.index]
+        seam.rewound = None
         pid = variant.pid
-        if variant.parked_regs is not None:
-            ptrace_api.set_regs(pid, HOST.with_registers(variant.parked_regs,
-                                                         {"ax": variant.restart_code}))
-            variant.parked_regs = None
-        variant.restart_code = -ERESTARTNOINTR
+        if seam.parked_regs is not None:
+            ptrace_api.set_regs(pid, HOST.with_registers(seam.parked_regs, {"ax": seam.restart_code}))
+            seam.parked_regs = None
+        seam.restart_code = -RestartCode.ERESTARTNOINTR
         if info:
             ptrace_api.set_siginfo(pid, info)
         ptrace_api.resume_to_syscall(pid, signum)
 
-    def unpark(self, variant: Variant) -> None:
+    def _unpark(self, variant: Variant) -> None:
         """Out of the wait loop with no signal: back at the skipped call, which runs again.
         (Without a signal the kernel's restart logic does not run: rewind by hand.)"""
-        regs = variant.parked_regs
+        seam = self.seams[variant.index]
+        regs = seam.parked_regs
         assert regs is not None
-        variant.parked_regs = None
+        seam.parked_regs = None
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
             "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH,
             "ax": HOST.register(regs, "orig_ax")}))
         ptrace_api.resume_to_syscall(variant.pid)
+
+    # --- interrupted calls ---
 
     def mirror_interrupted(self, variant: Variant, call_nr: int, abi: Abi, result: int) -> None:
         """A follower at the exit of a skipped call that the leader's kernel interrupted
@@ -133,53 +416,43 @@ class SignalExecutor:
             ptrace_api.poke_user(pid, "ax", result)
             return
         regs = ptrace_api.get_regs(pid)
-        self.rewind(variant, abi, (call_nr, result, HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH))
+        self._rewind(variant, abi, InterruptedCall(
+            call_nr, result, HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH), regs)
 
-    @staticmethod
-    def rewind(variant: Variant, abi: Abi, interrupted: tuple[int, int, int]) -> None:
+    def _rewind(self, variant: Variant, abi: Abi, interrupted: InterruptedCall, regs: bytes) -> None:
         """Back over the syscall instruction, to enter the interrupted call again, as the
         kernel does when no handler runs. Done by the monitor, not left to the kernel:
         a follower that never slept has no restart block of its own, and the kernel
         would pick restart_syscall's number from it (a 64-bit one, madvise to int 0x80)."""
-        call_nr, code, rewound_ip = interrupted
-        entry = abi.syscall_numbers["restart_syscall"] if code == -ERESTART_RESTARTBLOCK else call_nr
-        ptrace_api.set_regs(variant.pid, HOST.with_registers(ptrace_api.get_regs(variant.pid), {
-            "ip": rewound_ip, "ax": entry, "orig_ax": -1}))
-        variant.interrupted = interrupted
+        entry = (abi.syscall_numbers["restart_syscall"]
+                 if interrupted.code == -RestartCode.ERESTART_RESTARTBLOCK else interrupted.nr)
+        ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
+            "ip": interrupted.rewound_ip, "ax": entry, "orig_ax": -1}))
+        self.seams[variant.index].rewound = interrupted
 
-    @staticmethod
-    def undo_rewind(variant: Variant) -> None:
+    def _undo_rewind(self, variant: Variant, regs: bytes) -> bytes:
         """At a signal-delivery-stop of a variant that mirror_interrupted rewound: the
         leader's kernel state, so that delivering (or not) the signal restarts or fails
         the call as in the leader. Undelivered, the kernel rewinds it again itself."""
-        assert variant.interrupted is not None
-        call_nr, code, rewound_ip = variant.interrupted
-        regs = ptrace_api.get_regs(variant.pid)
-        if HOST.register(regs, "ip") != rewound_ip:
-            return  # stopped elsewhere (a fault on the way)
-        ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
-            "ip": rewound_ip + SYSCALL_INSTRUCTION_LENGTH, "orig_ax": call_nr, "ax": code}))
+        rewound = self.seams[variant.index].rewound
+        assert rewound is not None
+        if HOST.register(regs, "ip") != rewound.rewound_ip:
+            return regs  # stopped elsewhere (a fault on the way)
+        regs = HOST.with_registers(regs, {"ip": rewound.rewound_ip + SYSCALL_INSTRUCTION_LENGTH,
+                                          "orig_ax": rewound.nr, "ax": rewound.code})
+        ptrace_api.set_regs(variant.pid, regs)
+        return regs
 
-    @staticmethod
-    def interrupted_call(variant: Variant) -> tuple[int, int, int] | None:
-        """At a signal-delivery-stop: if the variant is just out of a syscall that the
-        signal interrupted (a restart code in ax), what `Variant.interrupted` holds once
-        the kernel rewinds it to re-enter that call (the signal not delivered here): the
-        call's number, the code, the rewound instruction pointer. None in its own code."""
-        regs = ptrace_api.get_regs(variant.pid)
-        nr = HOST.register(regs, "orig_ax")
-        code = HOST.register(regs, "ax") & 0xFFFFFFFF  # a 32-bit variant's code is 32 bits wide
-        if not (0 <= nr < 0x1000 and code in _RESTART_CODES_32):
-            return None
-        return nr, code - (1 << 32), HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH
 
-    @staticmethod
-    def at_loop_trap(variant: Variant, instruction_pointer: int, after: bool) -> bool:
-        """Is this stop the wait loop's trap? `after`: syscall stops report the next ip."""
-        if variant.loop is None or variant.loop_address is None or variant.parked_regs is None:
-            return False
-        offset = variant.loop.trap_end_offset if after else variant.loop.trap_offset
-        return instruction_pointer == variant.loop_address + offset
+def _interrupted_call(regs: bytes) -> InterruptedCall | None:
+    """At a signal-delivery-stop: if the variant is just out of a syscall that the signal
+    interrupted (a restart code in ax), the call as it is once rewound to re-enter it
+    (the signal not delivered here). None in its own code."""
+    nr = HOST.register(regs, "orig_ax")
+    code = HOST.register(regs, "ax") & 0xFFFFFFFF  # a 32-bit variant's code is 32 bits wide
+    if not (0 <= nr < 0x1000 and code in _RESTART_CODES_32):
+        return None
+    return InterruptedCall(nr, code - (1 << 32), HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH)
 
 
 def _execution_mode(regs: bytes) -> Abi:

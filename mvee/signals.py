@@ -44,7 +44,7 @@ import signal as _signal
 from array import array
 from dataclasses import dataclass, field
 
-SIGRTMIN = _signal.SIGRTMIN
+SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 POLICIES = ("converge", "sync", "at-syscall")
 SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
 _ITIMER_SIGNALS = frozenset({_signal.SIGALRM, _signal.SIGVTALRM, _signal.SIGPROF})
@@ -107,6 +107,17 @@ class DelaySample:
 
     def __len__(self) -> int:
         return self.count
+
+    def summary_ms(self) -> dict[str, float | None]:
+        """Mean, median, 99th percentile and maximum, in milliseconds (None: no delay yet)."""
+        sample = sorted(d * 1000 for d in self.sample)
+
+        def percentile(q: float) -> float | None:
+            return sample[min(len(sample) - 1, int(q * len(sample)))] if sample else None
+
+        return {"mean": self.total * 1000 / self.count if self.count else None,
+                "p50": percentile(0.5), "p99": percentile(0.99),
+                "max": self.maximum * 1000 if self.count else None}
 
     def __eq__(self, other: object) -> bool:  # compares as the list of delays seen (tests)
         return self.sample.tolist() == other if isinstance(other, list) else NotImplemented
@@ -195,7 +206,6 @@ class _Variant:
     where: Where = Where.RUNNING
     parked: bool = False  # in the wait loop (also while HELD there)
     held_info: bytes = b""
-    held_since: float = 0.0
     pending: list[_Pending] = field(default_factory=list)
 
     def has_pending(self, signum: int) -> bool:
@@ -264,6 +274,10 @@ class SignalCoordinator:
 
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
+
+    def where(self, index: int) -> Where:
+        """Where a variant stands: the monitor's one record of it."""
+        return self.variants[index].where
 
     # --- events ---
 
@@ -394,8 +408,9 @@ class SignalCoordinator:
 
     def statistics(self) -> dict[str, object]:
         """Counts and delays (ms) of the deliveries, in all and per way."""
-        return {**_summary(self.delays), "ways": {way.value: _summary(sample)
-                                                   for way, sample in self.ways.items()}}
+        return {"delivered": self.delays.count, "delay_ms": self.delays.summary_ms(),
+                "ways": {way.value: {"delivered": sample.count, "delay_ms": sample.summary_ms()}
+                         for way, sample in self.ways.items()}}
 
     def on_handler_return(self) -> None:
         """The variants returned from a signal handler (rt_sigreturn)."""
@@ -552,14 +567,3 @@ class SignalCoordinator:
                                  if p.signum == signum)
         return self._progress(now)
 
-
-def _summary(sample: DelaySample) -> dict[str, object]:
-    ordered = sorted(d * 1000 for d in sample.sample)
-
-    def percentile(q: float) -> float | None:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
-
-    return {"delivered": sample.count,
-            "delay_ms": {"mean": sample.total * 1000 / sample.count if sample.count else None,
-                         "p50": percentile(0.5), "p99": percentile(0.99),
-                         "max": sample.maximum * 1000 if sample.count else None}}

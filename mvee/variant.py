@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mvee import ptrace_api
+from mvee.events import Ending, Stopped, decode_status
 from mvee.ptrace_api import Memory
+
+if TYPE_CHECKING:
+    from mvee.engine import Call
 
 
 class StartError(Exception):
@@ -20,47 +23,31 @@ class StartError(Exception):
         self.errno = errno
 
 
-class State(enum.Enum):
-    RUNNING = "running"
-    AT_ENTRY = "at syscall entry"
-    HELD = "held at a signal-delivery-stop"
-    EXITED = "exited"
-
-
 @dataclass
 class Variant:
     index: int
     executable: str
     pid: int
     memory: Memory
-    state: State = State.RUNNING
+    ended: bool = False  # reaped (where it stands while alive: mvee.signals.Where)
     exit_status: int | None = None
     term_signal: int | None = None
     abi_name: str = ""
-    call: Any = None  # the decoded mvee.engine.Call while AT_ENTRY
-    # The injected wait loop (mvee.signal_executor) and a parked variant's state.
-    loop: Any = None  # mvee.waitloop.LoopCode
-    loop_address: int | None = None
-    parked_regs: bytes | None = None
-    restart_code: int = -513  # -ERESTARTNOINTR: re-run the skipped call after the handler
-    # Rewound by mirror_interrupted, not yet back in the kernel: the call's number, the
-    # restart code the leader's kernel gave it, the rewound instruction pointer.
-    interrupted: tuple[int, int, int] | None = None
-    # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
-    # handler interrupted has not run an instruction since.
-    returned_from_handler: bool = False
+    call: Call | None = None  # the call it waits at, decoded, while at a syscall entry
 
     @property
     def alive(self) -> bool:
-        return self.state is not State.EXITED
+        return not self.ended
 
-    def record_exit(self, status: int) -> None:
-        self.state = State.EXITED
-        if os.WIFEXITED(status):
-            self.exit_status = os.WEXITSTATUS(status)
-        else:
-            self.term_signal = os.WTERMSIG(status)
+    def record_exit(self, ending: Ending) -> None:
+        self.ended = True
+        self.exit_status, self.term_signal = ending.exit_status, ending.term_signal
         self.memory.close()
+
+    def reopen_memory(self) -> None:
+        """After an exec: /proc/PID/mem of the new address space."""
+        self.memory.close()
+        self.memory = Memory(self.pid)
 
     def termination(self) -> str:
         if self.term_signal is not None:
@@ -73,6 +60,22 @@ class Variant:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def kill_all(variants: list[Variant]) -> None:
+    """Kill the variants and reap them."""
+    for variant in variants:
+        variant.kill()
+    for variant in variants:
+        while variant.alive:
+            try:
+                _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+            except ChildProcessError:
+                variant.ended = True
+                break
+            ending = decode_status(status)
+            if isinstance(ending, Ending):
+                variant.record_exit(ending)
 
 
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
@@ -103,12 +106,13 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
     os.close(error_write)
     try:
         _, status = os.waitpid(pid, ptrace_api.WALL)
-        if not os.WIFSTOPPED(status):
+        if not isinstance(decode_status(status), Stopped):
             raise StartError(executable, _read_errno(error_read))
         ptrace_api.set_options(pid)
         ptrace_api.cont(pid)
         _, status = os.waitpid(pid, ptrace_api.WALL)
-        if os.WIFSTOPPED(status) and status >> 16 == ptrace_api.PTRACE_EVENT_EXEC:
+        stopped = decode_status(status)
+        if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             return Variant(index, executable, pid, Memory(pid))
         errno = _read_errno(error_read)
         _kill_and_reap(pid)

@@ -18,6 +18,7 @@ from pathlib import Path
 from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 
 from mvee.abi import HOST, I386, Abi
+from mvee.events import Ending, decode_status
 
 PAGE_SIZE = 4096
 GETPID = {"int80": I386.syscall_numbers["getpid"]}  # int 0x80 always uses the i386 table
@@ -102,7 +103,7 @@ def int80_works() -> bool:
         finally:
             os._exit(2)
     _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return decode_status(status) == Ending(0, None)
 
 
 def choose_trap(requested: str) -> str:

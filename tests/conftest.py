@@ -1,27 +1,18 @@
-"""Shared fixtures: the C test programs, compiled per ABI, and running the monitor."""
+"""Shared fixtures: the C test programs, compiled per ABI, and running the monitor (tests/mvee_run.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests import mvee_run
+from tests.mvee_run import MveeResult
+
 PROGRAMS = Path(__file__).parent / "programs"
 ABIS = {"x86_64": "-m64", "i386": "-m32"}
-
-
-@dataclass
-class MveeResult:
-    returncode: int
-    stdout: bytes
-    stderr: str
-    report: dict | None
 
 
 @pytest.fixture(scope="session")
@@ -45,21 +36,9 @@ def build_program(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
 
 @pytest.fixture
 def run_mvee(tmp_path: Path) -> Callable[..., MveeResult]:
-    """Run `python -m mvee run OPTIONS -- ARGV` with a JSON report."""
+    """`mvee run OPTIONS -- ARGV` to its end, with a JSON report in the test's directory."""
 
-    def run(*arguments: str, stdin: bytes = b"", timeout: float = 120, report: bool = True,
-            cwd: Path | None = None) -> MveeResult:
-        report_path = tmp_path / "report.json"
-        if report_path.exists():
-            report_path.unlink()
-        command = [sys.executable, "-m", "mvee", "run"]
-        if report:
-            command += ["--report", str(report_path)]
-        split = arguments.index("--") if "--" in arguments else len(arguments)
-        command += [*arguments[:split], *arguments[split:]]
-        completed = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout,
-                                   cwd=cwd, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-        data = json.loads(report_path.read_text()) if report and report_path.exists() else None
-        return MveeResult(completed.returncode, completed.stdout, completed.stderr.decode(), data)
+    def run(*arguments: str, **options: object) -> MveeResult:
+        return mvee_run.run_mvee("run", *arguments, report=tmp_path / "report.json", **options)
 
     return run

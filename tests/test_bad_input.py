@@ -10,35 +10,28 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.test_faults import wait_until_gone
+from tests.mvee_run import MveeResult, run_mvee, wait_until_gone
 
-ROOT = Path(__file__).parents[1]
 USAGE, CANNOT_EXECUTE, NOT_FOUND = 2, 126, 127
 
 
-def mvee(*arguments: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    tag = uuid.uuid4().hex
-    result = subprocess.run([sys.executable, "-m", "mvee", *arguments], capture_output=True, text=True,
-                            timeout=60, cwd=cwd,
-                            env={**os.environ, "MVEE_FAULT_TAG": tag, "PYTHONPATH": str(ROOT)})
-    assert wait_until_gone([], tag) == [], "a process was left running"
+def mvee(*arguments: str) -> MveeResult:
+    result = run_mvee(*arguments, timeout=60)
+    assert wait_until_gone([], result.tag) == [], "a process was left running"
     return result
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, *words: str) -> None:
+def assert_one_line_error(result: MveeResult, status: int, *words: str) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == status, result.stderr
     assert result.stderr.startswith("mvee: ") and result.stderr.count("\n") == 1, result.stderr
     for word in words:
         assert word in result.stderr
-    assert result.stdout == ""
+    assert result.stdout == b""
 
 
 def executable(path: Path, content: bytes) -> Path:
@@ -162,7 +155,7 @@ def test_malformed_command_lines(arguments: list[str]) -> None:
 def test_option_after_the_program_goes_to_the_program() -> None:
     """Options after -- (or after PROG) are the program's, not the monitor's."""
     result = mvee("run", "-n", "2", "--", "sh", "-c", 'printf "%s\\n" "$*"', "sh", "-n", "0", "--bogus")
-    assert (result.returncode, result.stdout, result.stderr) == (0, "-n 0 --bogus\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"-n 0 --bogus\n", "")
 
 
 # --- report paths ---

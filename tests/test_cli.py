@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def mvee(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mvee", *arguments], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parents[1])
+from mvee.verdict import EXIT_STATUS, Verdict
+from tests.mvee_run import MveeResult, run_mvee
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, words: str) -> None:
+def mvee(*arguments: str) -> MveeResult:
+    return run_mvee(*arguments, timeout=60)
+
+
+def assert_one_line_error(result: MveeResult, status: int, words: str) -> None:
     assert result.returncode == status
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("mvee: ") and result.stderr.count("\n") == 1, result.stderr
@@ -73,6 +73,6 @@ def test_exit_status_is_the_programs_own() -> None:
 def test_no_variant_left_behind_after_an_alarm(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = mvee("run", "--report", str(report), "-n", "2", "--", "sh", "-c", "sleep 30")
-    assert result.returncode == 122  # sh forks: the "unsupported" alarm
+    assert result.returncode == EXIT_STATUS[Verdict.UNSUPPORTED]  # sh forks: the "unsupported" alarm
     pids = [v["pid"] for v in json.loads(report.read_text())["variants"]]
     assert len(pids) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in pids)

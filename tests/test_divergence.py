@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
 
-DIVERGENCE_EXIT = 120
+DIVERGENCE_EXIT = EXIT_STATUS[Verdict.DIVERGENCE]
 NON_PIE = ("-O0", "-no-pie", "-fno-pie", "-fno-toplevel-reorder")
 
 

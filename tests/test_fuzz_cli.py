@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mvee import cli
+from mvee.verdict import EXIT_STATUS
 
-DOCUMENTED = {0, cli.EXIT_USAGE, *cli.EXIT_FOR_VERDICT.values(), cli.EXIT_CANNOT_EXECUTE, cli.EXIT_NOT_FOUND}
+DOCUMENTED = {0, cli.EXIT_USAGE, *EXIT_STATUS.values(), cli.EXIT_CANNOT_EXECUTE, cli.EXIT_NOT_FOUND}
 OPTIONS = ["-n", "--variants", "--exe", "--report", "--signal-policy", "--loop-trap", "--wait-loop-ms",
            "--wait-loop-iterations", "--", "-", "--bogus", "-x", "--exe=./true", "--variants=2", "-n2"]
 PROGRAMS = ["./true", "/no/such/program", "/no/such/dir/", "/bin"]

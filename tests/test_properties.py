@@ -21,18 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
 
-DIVERGENCE_EXIT = 120
+DIVERGENCE_EXIT = EXIT_STATUS[Verdict.DIVERGENCE]
 SLOTS = 4
 SIGUSR1, SIGUSR2, SIGTERM, SIGSEGV = 10, 12, 15, 11
 ENDED = "<ended>"  # a pseudo-syscall: the variant died here (crash or fatal kill)
 # The model's names, and the names the monitor may report for them.
 REAL_NAMES = {"open": {"open", "openat"}}
-
-# With the timer, scripts make no nanosleep (N) and identical scripts do not crash (X):
-# both give false divergences today, each pinned by an xfail test at the end of this file.
-TIMER_EXCLUDES = "NX"
 
 PROPERTY_SETTINGS = settings(max_examples=20, deadline=None, database=None,
                              suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -161,10 +158,9 @@ def steps_from(draw: st.DrawFn, open_slots: frozenset[int], terminal: bool, time
     """One valid step given which slots are open."""
     closed = sorted(set(range(SLOTS)) - open_slots)
     opened = sorted(open_slots)
-    choices = ["S", "P", "K", "L"] + (["O"] if closed else []) + (["W", "R", "C"] if opened else [])
-    choices += [] if timer else ["N"]  # see TIMER_EXCLUDES
+    choices = ["S", "P", "K", "L", "N"] + (["O"] if closed else []) + (["W", "R", "C"] if opened else [])
     if terminal:
-        choices += ["E"] + ([] if timer else ["X"])
+        choices += ["E", "X"]
     op = draw(st.sampled_from(choices))
     if op == "O":
         return Step("O", draw(st.sampled_from(closed)))
@@ -407,7 +403,7 @@ def test_the_model_matches_a_native_run(build_script, tmp_path: Path) -> None:
     assert expected.stdout == b"\n\x00\xffhi[10][12]" and expected.files == {"f0": b"hi", "f1": b""}
 
 
-# --- false divergences found by the properties above (monitor bugs, reproduced on purpose) ---
+# --- false divergences the properties above found (fixed; kept as regression tests) ---
 
 
 def repeat_until_divergence(run_mvee, attempts: int, *argv: str) -> list[tuple[int, str]]:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mvee import waitloop
+from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
+from tests.mvee_run import MveeProcess, blocked_in, process_state, wait_until
 
-NON_COMPLIANT_EXIT = 121
-ROOT = Path(__file__).parents[1]
+NON_COMPLIANT_EXIT = EXIT_STATUS[Verdict.NON_COMPLIANT]
 PYTHON = "/usr/bin/python3"  # a plain interpreter, not a shell-script shim
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize("variants", [2, 3, 4])
@@ -60,51 +59,44 @@ def test_at_syscall_policy_runs_the_ticker_too(build_program, run_mvee) -> None:
     assert result.report["signals"]["policy"] == "at-syscall"
 
 
-class RunningMonitor:
+def start(program: Path, report: Path, *options: str, arguments: tuple[str, ...] = ()) -> MveeProcess:
     """The monitor on waiter.c, in the background, until the variants said "ready"."""
-
-    def __init__(self, program: Path, report: Path, *options: str, arguments: tuple[str, ...] = ()) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mvee", "run", "--report", str(report), *options, "--", str(program),
-             *arguments],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-        ready, _, _ = select.select([self.process.stdout], [], [], 60)
-        assert ready, "the variants never printed ready"
-        assert self.process.stdout.readline() == b"ready\n"
-
-    def variant_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
-        return sorted(int(pid) for pid in children.split())
-
-    def finish(self, timeout: float = 60) -> tuple[int, bytes, str]:
-        stdout, stderr = self.process.communicate(timeout=timeout)
-        return self.process.returncode, stdout, stderr.decode()
+    return MveeProcess("run", *options, "--", str(program), *arguments, report=report, ready=b"ready\n")
 
 
 @pytest.mark.parametrize("abi", sorted(ABIS))
 def test_external_sigusr1_to_the_monitor_reaches_every_variant(abi: str, build_program, tmp_path: Path
                                                                ) -> None:
-    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "3",
-                             arguments=("pause",))
-    time.sleep(0.2)  # every variant in pause() (in a nap loop, see the two tests below)
-    os.kill(monitor.process.pid, signal.SIGUSR1)
-    status, stdout, stderr = monitor.finish()
-    assert (status, stdout) == (0, b"got SIGUSR1\n"), stderr
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["signals"]["delivered"] == 1
+    monitor = start(build_program("waiter", abi), tmp_path / "r.json", "-n", "3", arguments=("pause",))
+    # Every variant in pause() (in a nap loop, see the two tests below).
+    wait_until(lambda: all(blocked_in(pid, "pause") for pid in monitor.variant_pids()), "all in pause()")
+    os.kill(monitor.pid, signal.SIGUSR1)
+    result = monitor.finish()
+    assert (result.returncode, result.stdout) == (0, b"got SIGUSR1\n"), result.stderr
+    assert result.report["signals"]["delivered"] == 1
 
 
-def _sigusr1_right_after_ready(program: Path, report: Path, *options: str) -> list[tuple[int, str]]:
-    """SIGUSR1 to the monitor as soon as "ready" is out: the variants are then on their
-    way from the write to the first nanosleep, where some get it in user code and
-    others at the nanosleep's entry. Ten runs, or up to the first that fails."""
+# waiter built to spin some 30 ms in user code between each nap and its flag test.
+SLOW_WAITER = "-DSPIN_STEPS=30000000"
+
+
+def _sigusr1_to_fast_and_slow(build_program, abi: str, report: Path, *options: str) -> list[tuple[int, str]]:
+    """Two builds of waiter, the second slow, and SIGUSR1 to the monitor while the fast one
+    waits at its next nap's entry and the slow one spins before its flag test: the signal
+    meets one in the kernel and the other in its own code. Ten runs, or up to the first that
+    fails."""
+    program = build_program("waiter", abi)
+    options = ("--exe", str(program), "--exe", str(build_program("waiter", abi, SLOW_WAITER)), *options)
     outcomes = []
     for _ in range(10):
-        monitor = RunningMonitor(program, report, "-n", "3", *options)
-        os.kill(monitor.process.pid, signal.SIGUSR1)
-        status, stdout, stderr = monitor.finish()
-        outcomes.append((status, stdout.decode() + stderr))
-        if (status, stdout) != (0, b"got SIGUSR1\n"):
+        monitor = start(program, report, *options)
+        fast, slow = monitor.variant_pids()
+        wait_until(lambda fast=fast, slow=slow: process_state(fast) == "t" and process_state(slow) == "R",
+                   "the fast variant stopped while the slow one runs")
+        os.kill(monitor.pid, signal.SIGUSR1)
+        result = monitor.finish()
+        outcomes.append((result.returncode, result.stdout.decode() + result.stderr))
+        if (result.returncode, result.stdout) != (0, b"got SIGUSR1\n"):
             break
     return outcomes
 
@@ -112,18 +104,30 @@ def _sigusr1_right_after_ready(program: Path, report: Path, *options: str) -> li
 @pytest.mark.parametrize("abi", sorted(ABIS))
 def test_at_syscall_policy_runs_the_handler_at_one_syscall_in_all(abi: str, build_program, tmp_path: Path
                                                                    ) -> None:
-    outcomes = _sigusr1_right_after_ready(build_program("waiter", abi), tmp_path / "r.json",
-                                          "--signal-policy", "at-syscall")
+    outcomes = _sigusr1_to_fast_and_slow(build_program, abi, tmp_path / "r.json",
+                                         "--signal-policy", "at-syscall")
+    assert all(status == 0 for status, _ in outcomes), outcomes
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "limit of the semi-synchronous algorithm (README, Signals): the slow variant, held in user "
+    "code, runs the handler before its `while (!got)` test, the fast one, parked at the nap's "
+    "entry after its test, naps once more: 'variant 0 calls clock_nanosleep, variant 1 calls "
+    "newfstatat' (exit 120) in 70-80% of runs here, so in one of ten at least. (Identical "
+    "variants, -n 3, SIGUSR1 right after ready: 2% to 60% of runs, with the machine's load.) "
+    "The converge policy, the default, has no such race: the test below"))
+def test_sync_policy_with_a_flag_read_between_two_syscalls(build_program, tmp_path: Path) -> None:
+    outcomes = _sigusr1_to_fast_and_slow(build_program, "x86_64", tmp_path / "r.json",
+                                         "--signal-policy", "sync")
     assert all(status == 0 for status, _ in outcomes), outcomes
 
 
 @pytest.mark.parametrize("abi", sorted(ABIS))
-def test_a_flag_read_between_two_syscalls_is_seen_alike(abi: str, build_program, tmp_path: Path) -> None:
-    """The converge policy (default): `while (!got) nanosleep()` with SIGUSR1 right after
-    "ready", where some variants get it in their code and others at the nanosleep's
-    entry. Under `sync` this diverged in about one run in four with -n 3: the variants
-    held in code ran the handler before the flag test, the parked one after it."""
-    outcomes = _sigusr1_right_after_ready(build_program("waiter", abi), tmp_path / "r.json")
+def test_converge_policy_sees_a_flag_read_between_two_syscalls_alike(abi: str, build_program,
+                                                                     tmp_path: Path) -> None:
+    """The same signal under the default policy: the slow variant, stopped by it in its own
+    code, runs on without it to the nap the fast one waits at, and both get it there."""
+    outcomes = _sigusr1_to_fast_and_slow(build_program, abi, tmp_path / "r.json")
     assert all(status == 0 for status, _ in outcomes), outcomes
 
 
@@ -164,17 +168,17 @@ def _trap_cases() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("abi,trap", _trap_cases())
 def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str, build_program,
                                                              tmp_path: Path) -> None:
-    monitor = RunningMonitor(build_program("waiter", abi), tmp_path / "r.json", "-n", "2",
+    monitor = start(build_program("waiter", abi), tmp_path / "r.json", "-n", "2",
                              "--loop-trap", trap, "--wait-loop-ms", "300")
     leader, _ = monitor.variant_pids()
     sent = time.monotonic()
     os.kill(leader, signal.SIGUSR1)  # to one variant only
-    status, stdout, stderr = monitor.finish()
+    result = monitor.finish()
     elapsed = time.monotonic() - sent
-    assert status == NON_COMPLIANT_EXIT, stderr
-    assert b"got SIGUSR1" not in stdout
-    assert "non-compliant" in stderr and "SIGUSR1" in stderr and stderr.count("\n") == 1
-    report = json.loads((tmp_path / "r.json").read_text())
+    assert result.returncode == NON_COMPLIANT_EXIT, result.stderr
+    assert b"got SIGUSR1" not in result.stdout
+    assert "non-compliant" in result.stderr and "SIGUSR1" in result.stderr and result.stderr.count("\n") == 1
+    report = result.report
     assert report["verdict"] == "non-compliant"
     assert report["alarm"]["variant"] == 1
     # i386 code has one trap, int 0x80; x86_64 code uses the one asked for.

@@ -2,11 +2,17 @@
  * Each nap is a syscall, so variants keep meeting the monitor while they wait.
  * usage: waiter [pause]: with "pause", waits in pause() instead: once every variant is
  * in it, no variant runs its own code until the signal, so the signal meets each of
- * them in the same call (no flag read between two syscalls: see README, Signals). */
+ * them in the same call (no flag read between two syscalls: see README, Signals).
+ * Built with -DSPIN_STEPS=N, it spins N steps after each nap, before it tests the flag:
+ * a variant that runs slower than the others between two syscalls. */
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef SPIN_STEPS
+#define SPIN_STEPS 0L
+#endif
 
 static volatile sig_atomic_t got;
 
@@ -27,6 +33,8 @@ int main(int argc, char **argv) {
             pause();
         else
             nanosleep(&nap, NULL);
+        for (volatile long step = 0; step < SPIN_STEPS; step++)
+            continue;
     }
     printf(got ? "got SIGUSR1\n" : "timed out\n");
     return 0;

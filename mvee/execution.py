@@ -1,0 +1,173 @@
+"""Executing a call the variants agreed on, by its policy (mvee.syscall_spec.Policy).
+
+`LEADER` runs the call in variant 0 only: the others skip it (nr -1) and get its
+result and out-buffers. `LEADER_FIRST` (opens) runs it in the leader, then in the
+others without O_CREAT|O_EXCL|O_TRUNC. `EACH` runs it in every variant, with the
+leader's PID in an argument turned into each variant's own. A leader's call that a
+signal interrupted is mirrored into the others (mvee.signal_executor).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from mvee import engine, ptrace_api
+from mvee.engine import Call
+from mvee.signal_executor import SignalExecutor, interrupted_by_signal
+from mvee.signals import Disposition
+from mvee.syscall_spec import Policy, Syscall
+from mvee.variant import Variant
+from mvee.verdict import Alarm, Verdict
+
+
+class PolicyExecutor:
+    def __init__(self, variants: list[Variant], signal_executor: SignalExecutor) -> None:
+        self.variants = variants
+        self.leader = variants[0]
+        self.followers = variants[1:]
+        self.signals = signal_executor  # runs the variants to their stops, signal-aware
+
+    def execute(self, calls: list[Call]) -> None:
+        """Run the agreed call (every variant at its entry), then release them all."""
+        spec = calls[0].spec
+        assert spec is not None
+        policy = spec.policy
+        if spec.foreign_process and self._names_foreign_process(calls[0]):
+            policy = spec.foreign_process  # signalling a process outside the variants happens once
+        if policy is Policy.LEADER:
+            self._run_leader_only(calls[0], spec)
+        elif policy is Policy.LEADER_FIRST:
+            result = self._run_leader(calls[0])
+            for follower in self.followers:
+                if engine.is_error(result):
+                    ptrace_api.skip_syscall(follower.pid)
+                    self._finish_skipped(follower, calls[0], result)
+                else:
+                    self._run_follower_open(follower, result)
+        else:
+            results = self._run_each(calls)
+            if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
+                for follower in self.followers:
+                    if follower.alive:
+                        ptrace_api.poke_user(follower.pid, "ax", results[0])
+            if spec.sets_disposition_at:
+                self._note_disposition(calls[0], results[0], *spec.sets_disposition_at)
+            if spec.returns_from_handler:
+                self.signals.on_handler_return()
+        for variant in self.variants:
+            if variant.alive:
+                self.signals.resume(variant)
+
+    def _run_leader_only(self, call: Call, spec: Syscall) -> None:
+        for follower in self.followers:
+            ptrace_api.skip_syscall(follower.pid)
+        result = self._run_leader(call)
+        for follower in self.followers:
+            self._finish_skipped(follower, call, result)
+            assert follower.call is not None
+            engine.replicate_outputs(call, self.leader.memory, follower.call, follower.memory, result)
+            if result == -errno.EPIPE and spec.sigpipe_on_epipe:
+                os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
+
+    def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
+        act = call.values[act_at]
+        if result != 0 or not isinstance(act, tuple):
+            return
+        handler, flags, _ = act
+        disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
+        self.signals.signals.set_disposition(call.args[signal_at], disposition, flags)
+
+    def _run_leader(self, call: Call) -> int:
+        ptrace_api.resume_to_syscall(self.leader.pid)
+        exit_stop = self.signals.wait_for_exit(self.leader)
+        if exit_stop is None:
+            raise Alarm(Verdict.DIVERGENCE, f"variant 0 {self.leader.termination()} in {call.name} "
+                        "while the others wait at it", variant=0)
+        if interrupted_by_signal(exit_stop.return_value):
+            self.signals.mirror_pending_timer_signals()
+        return exit_stop.return_value
+
+    def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
+        """At the skipped call's exit: the leader's result, or its interrupted state."""
+        if self.signals.wait_for_exit(variant, skipped=True) is None:
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} at a "
+                        "syscall", variant=variant.index)
+        if interrupted_by_signal(result):
+            self.signals.mirror_interrupted(variant, call.nr, call.abi, result)
+        else:
+            ptrace_api.poke_user(variant.pid, "ax", result)
+
+    def _run_follower_open(self, follower: Variant, leader_fd: int) -> None:
+        call = follower.call
+        assert call is not None and call.spec is not None
+        with _ArgumentOverride(follower, call) as override:
+            if call.spec.follower_clears_at:
+                flags_at, once_only = call.spec.follower_clears_at
+                override.set(flags_at, call.args[flags_at] & ~once_only)
+            ptrace_api.resume_to_syscall(follower.pid)
+            exit_stop = self.signals.wait_for_exit(follower)
+            if exit_stop is None:
+                raise Alarm(Verdict.DIVERGENCE, f"variant {follower.index} {follower.termination()} "
+                            f"in {call.name}", variant=follower.index)
+        if exit_stop.return_value != leader_fd:
+            raise Alarm(Verdict.ERROR, f"{call.name} gave fd {exit_stop.return_value} in variant "
+                        f"{follower.index} but {leader_fd} in the leader: fd tables diverged",
+                        variant=follower.index)
+
+    def _run_each(self, calls: list[Call]) -> list[int | None]:
+        overrides = []
+        for follower in self.followers:
+            override = _ArgumentOverride(follower, calls[follower.index])
+            for position in engine.pid_arguments(calls[0]):
+                if calls[0].args[position] == self.leader.pid:
+                    override.set(position, follower.pid)
+            overrides.append(override)
+        for variant in self.variants:
+            ptrace_api.resume_to_syscall(variant.pid)
+        results: list[int | None] = []
+        deadline = None
+        for variant in self.variants:
+            exit_stop = self.signals.wait_for_exit(variant, deadline)
+            results.append(exit_stop.return_value if exit_stop else None)
+            if exit_stop and interrupted_by_signal(exit_stop.return_value) and variant is self.leader:
+                self.signals.mirror_pending_timer_signals()
+            if exit_stop and interrupted_by_signal(exit_stop.return_value) and deadline is None:
+                # Interrupted here: a variant still blocked must get its signal in time too.
+                deadline = time.monotonic() + self.signals.options.wait_loop_seconds()
+        for override in overrides:
+            override.restore()
+        return results
+
+    def _names_foreign_process(self, call: Call) -> bool:
+        """Whether a call names a process outside the variants (not 0, not the leader)."""
+        return any(call.args[i] not in (0, self.leader.pid) for i in engine.pid_arguments(call))
+
+
+class _ArgumentOverride:
+    """Rewrites syscall argument registers of a stopped variant and restores them after
+    the call: the syscall ABI promises user space those registers survive the call."""
+
+    def __init__(self, variant: Variant, call: Call) -> None:
+        self.variant = variant
+        self.registers = call.abi.syscall_arg_registers
+        self.saved: dict[str, int] = {}
+        self.original_args = call.args
+
+    def set(self, position: int, value: int) -> None:
+        register = self.registers[position]
+        self.saved.setdefault(register, self.original_args[position])
+        ptrace_api.poke_user(self.variant.pid, register, value)
+
+    def restore(self) -> None:
+        if self.variant.alive:
+            for register, value in self.saved.items():
+                ptrace_api.poke_user(self.variant.pid, register, value)
+
+    def __enter__(self) -> _ArgumentOverride:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
