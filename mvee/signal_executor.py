@@ -151,7 +151,10 @@ class SignalExecutor:
         for decision in decisions:
             variant = self.variants[decision.variant]
             if isinstance(decision, Deliver):
-                self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
+                if self.signals.runs_handler(decision.signum):
+                    self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
+                # else (SIGCONT, an ignored signal) the kernel enters the rewound call again:
+                # its code still goes with a later release at that entry.
                 self.resume(variant, decision.signum)
             elif isinstance(decision, Hold | Proceed):
                 pass  # it stays at its signal stop; at a syscall, the monitor goes on

@@ -275,6 +275,9 @@ class SignalCoordinator:
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
 
+    def runs_handler(self, signum: int) -> bool:
+        return self.dispositions.get(signum) is Disposition.HANDLER
+
     def where(self, index: int) -> Where:
         """Where a variant stands: the monitor's one record of it."""
         return self.variants[index].where
