@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--loop-trap", choices=("auto", "int80", "syscall"), default="auto",
                      help="how the wait loop traps back when it runs out (default: int80 where "
                           "the kernel has IA-32 emulation, else syscall)")
+    run.add_argument("--wait-loop", choices=waitloop.WAIT_MODES, default="sleep",
+                     help="how a parked variant waits for its signal: sleep in the kernel (no CPU; "
+                          "default) or spin in a counted loop (Orchestra's)")
     timeout = run.add_mutually_exclusive_group()
     timeout.add_argument("--wait-loop-ms", type=float, metavar="MS",
                          help=f"wait-loop timeout, calibrated on this machine (default {DEFAULT_WAIT_MS:g})")
@@ -121,6 +124,8 @@ def _monitor_options(options: argparse.Namespace) -> SignalOptions:
         if not 1 <= options.wait_loop_iterations < 2**32:
             raise UsageError("--wait-loop-iterations must be 1 to 4294967295")
         iterations, milliseconds = options.wait_loop_iterations, None
+        if options.wait_loop == "sleep":  # a count means the time it spins here
+            milliseconds = iterations / waitloop.iterations_per_ms()
     else:
         milliseconds = DEFAULT_WAIT_MS if options.wait_loop_ms is None else options.wait_loop_ms
         if not 0 < milliseconds <= 3_600_000:
@@ -129,7 +134,7 @@ def _monitor_options(options: argparse.Namespace) -> SignalOptions:
     if not 0 < options.converge_ms <= 3_600_000:
         raise UsageError("--converge-ms must be above 0 and at most 3600000")
     return SignalOptions(policy=options.signal_policy, converge_ms=options.converge_ms,
-                         loop_trap=waitloop.choose_trap(options.loop_trap),
+                         wait_loop=options.wait_loop, loop_trap=waitloop.choose_trap(options.loop_trap),
                          wait_loop_iterations=iterations, wait_loop_ms=milliseconds)
 
 

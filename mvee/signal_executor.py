@@ -121,6 +121,7 @@ class InjectionError(Exception):
 class SignalOptions:
     policy: str = "converge"  # mvee.signals.POLICIES
     converge_ms: float = 50.0  # how long variants may run on towards a syscall to meet at
+    wait_loop: str = "sleep"  # mvee.waitloop.WAIT_MODES
     loop_trap: str = "int80"  # resolved: "int80" or "syscall"
     wait_loop_iterations: int = 1_000_000_000
     wait_loop_ms: float | None = None  # what the iterations were calibrated from, if anything
@@ -195,6 +196,9 @@ class SignalExecutor:
         back in the kernel, the loop injected at the first syscall. False when the
         variant was resumed here (the injection)."""
         seam = self.seams[variant.index]
+        if self._in_loop_sleep(variant, stop.instruction_pointer):
+            ptrace_api.resume_to_syscall(variant.pid)  # the parked variant's own sleep
+            return False
         seam.returned_from_handler = False
         if seam.rewound is not None:  # its restart code goes with a release at this entry
             seam.restart_code, seam.rewound = seam.rewound.code, None
@@ -214,7 +218,9 @@ class SignalExecutor:
             self.carry_out(self.signals.on_loop_timeout(variant.index))
         if self.seams[variant.index].rewound is not None:
             regs = self._undo_rewind(variant, regs)
-        interrupted = _interrupted_call(regs)
+        # A parked variant's sleep is the loop's, not a call of the program: undelivered,
+        # the signal lets the kernel restart it.
+        interrupted = None if self.seams[variant.index].parked_regs is not None else _interrupted_call(regs)
         info, si_code = stop.info, stop.si_code
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
@@ -311,6 +317,7 @@ class SignalExecutor:
             **self.signals.statistics(),
             "converge_ms": self.options.converge_ms,
             "loop_trap": used[0] if len(used) == 1 else (used or None),
+            "wait_loop": self.options.wait_loop,
             "wait_loop_iterations": self.options.wait_loop_iterations,
             "wait_loop_ms": self.options.wait_loop_ms,
         }
@@ -320,7 +327,8 @@ class SignalExecutor:
     def _inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap)
+        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap, self.options.wait_loop,
+                                  self.options.wait_loop_seconds() * 1000)
         abi = stop.abi
         ptrace_api.poke_user(pid, "orig_ax", abi.syscall_numbers[abi.mmap_syscall])
         for register, value in zip(abi.syscall_arg_registers,
@@ -350,6 +358,11 @@ class SignalExecutor:
         }))
         ptrace_api.resume_to_syscall(pid)
 
+    def _in_loop_sleep(self, variant: Variant, instruction_pointer: int) -> bool:
+        seam = self.seams[variant.index]
+        return (seam.loop is not None and seam.loop_address is not None and seam.parked_regs is not None
+                and seam.loop.in_sleep(seam.loop_address, instruction_pointer))
+
     def _at_loop_trap(self, variant: Variant, instruction_pointer: int, after: bool) -> bool:
         """Is this stop the wait loop's trap? `after`: syscall stops report the next ip."""
         seam = self.seams[variant.index]
@@ -370,8 +383,8 @@ class SignalExecutor:
         if self.wait_for_exit(variant) is None:
             return
         seam.parked_regs = regs
-        ptrace_api.set_regs(pid, HOST.with_registers(ptrace_api.get_regs(pid), {
-            "ip": seam.loop_address, seam.loop.counter_register: self.options.wait_loop_iterations}))
+        ptrace_api.set_regs(pid, HOST.with_registers(ptrace_api.get_regs(pid), seam.loop.park_registers(
+            seam.loop_address, self.options.wait_loop_iterations)))
         ptrace_api.resume_to_syscall(pid)
 
     def _release(self, variant: Variant, signum: int, info: bytes) -> None:

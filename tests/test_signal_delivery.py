@@ -20,15 +20,17 @@ PYTHON = "/usr/bin/python3"  # a plain interpreter, not a shell-script shim
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.parametrize("options", [(), ("--wait-loop", "spin"), ("--signal-policy", "sync")])
 @pytest.mark.parametrize("variants", [2, 3, 4])
 @pytest.mark.parametrize("abi", sorted(ABIS))
-def test_cpu_bound_program_with_a_1khz_timer(abi: str, variants: int, build_program, run_mvee) -> None:
+def test_cpu_bound_program_with_a_1khz_timer(abi: str, variants: int, options: tuple[str, ...], build_program,
+                                             run_mvee) -> None:
     program = build_program("ticker", abi)
     # 1 kHz, 100 M steps, at least 5 ticks handled. Long enough to be computing: in its
     # first 100 ms without a syscall, converge holds the ticks for one (coalesced).
     argv = [str(program), "1000", "100", "5"]
     native = subprocess.run(argv, capture_output=True, timeout=60)
-    result = run_mvee("-n", str(variants), "--", *argv, timeout=300)
+    result = run_mvee("-n", str(variants), *options, "--", *argv, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout == native.stdout
     assert result.stdout.endswith(b"yes\n")
@@ -165,11 +167,12 @@ def _trap_cases() -> list[tuple[str, str]]:
     return [case for case in cases if not (case == ("x86_64", "int80") and not waitloop.int80_works())]
 
 
+@pytest.mark.parametrize("wait", ["sleep", "spin"])
 @pytest.mark.parametrize("abi,trap", _trap_cases())
-def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str, build_program,
+def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str, wait: str, build_program,
                                                              tmp_path: Path) -> None:
     monitor = start(build_program("waiter", abi), tmp_path / "r.json", "-n", "2",
-                             "--loop-trap", trap, "--wait-loop-ms", "300")
+                    "--loop-trap", trap, "--wait-loop", wait, "--wait-loop-ms", "300")
     leader, _ = monitor.variant_pids()
     sent = time.monotonic()
     os.kill(leader, signal.SIGUSR1)  # to one variant only
@@ -183,6 +186,7 @@ def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str
     assert report["alarm"]["variant"] == 1
     # i386 code has one trap, int 0x80; x86_64 code uses the one asked for.
     assert report["signals"]["loop_trap"] == (trap if abi == "x86_64" else "int80")
-    # The loop is calibrated to 300 ms: the alarm comes after it, and not much later.
+    assert report["signals"]["wait_loop"] == wait
+    # The loop is calibrated to 300 ms (or sleeps 300 ms): the alarm comes after it, not much later.
     assert 0.15 < elapsed < 15, elapsed
     assert not any(Path(f"/proc/{v['pid']}").exists() for v in report["variants"])
