@@ -51,8 +51,10 @@ class Monitor:
                     return self._lockstep()
                 except ptrace_api.PtraceError as error:
                     raise self._vanished(error) from None
-                except Interrupted as interruption:
-                    raise Alarm(Verdict.ERROR, str(interruption)) from None
+            except Interrupted as interruption:
+                kill_all(self.variants)
+                return Outcome(Verdict.INTERRUPTED, str(interruption), 128 + interruption.signum, None,
+                               self.syscalls, {"signals": self.executor.statistics()})
             except Alarm as alarm:
                 kill_all(self.variants)
                 return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,

@@ -151,6 +151,8 @@ class SignalExecutor:
     def carry_out(self, decisions: list[Decision]) -> None:
         for decision in decisions:
             variant = self.variants[decision.variant]
+            if isinstance(decision, Deliver | Release):
+                self.waiter.delivered(decision.signum)
             if isinstance(decision, Deliver):
                 if self.signals.runs_handler(decision.signum):
                     self.seams[variant.index].rewound = None  # the kernel restarts or fails it now

@@ -18,6 +18,7 @@ class Verdict(enum.StrEnum):
     NON_COMPLIANT = "non-compliant"  # a variant did not receive a signal in time
     UNSUPPORTED = "unsupported"  # a syscall outside the table, fork/threads for now
     ERROR = "error"  # the monitor's own failure
+    INTERRUPTED = "interrupted"  # told twice to stop while the program did not take the first
 
 
 # An "ok" run exits with the program's own status (128+N when the variants died of signal N).
@@ -41,7 +42,7 @@ class Alarm(Exception):
 class Outcome:
     verdict: Verdict
     message: str
-    exit_code: int | None  # the program's own status when the verdict is "ok"
+    exit_code: int | None  # the program's own status when "ok"; 128+N when interrupted by N
     alarm: Alarm | None = None
     syscalls: int = 0
     details: dict[str, object] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class Outcome:
     @property
     def exit_status(self) -> int:
         """The command's exit status."""
-        if self.verdict is Verdict.OK and self.exit_code is not None:
+        if self.verdict in (Verdict.OK, Verdict.INTERRUPTED) and self.exit_code is not None:
             return self.exit_code
         return EXIT_STATUS.get(self.verdict, EXIT_STATUS[Verdict.ERROR])
 

@@ -140,17 +140,30 @@ def wait_until_gone(pids: list[int], tag: str, timeout: float = 5) -> list[int]:
 # --- where a variant is ---
 
 
+def _signal_masks(pid: int) -> tuple[int, int]:
+    """(pending, blocked) signal masks of a process: bit N-1 is signal N."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16), int(fields["SigBlk"], 16)
+
+
 def blocked_in(pid: int, function: str) -> bool:
     """The process sleeps in the kernel in a function whose name has `function` (its
     wchan: `pause` for __do_sys_pause), with no signal pending that would wake it."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        pending, blocked = _signal_masks(pid)
         wchan = Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return False
-    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-    deliverable = (int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) & ~int(fields["SigBlk"], 16)
-    return process_state(pid) == "S" and function in wchan and not deliverable
+    return process_state(pid) == "S" and function in wchan and not pending & ~blocked
+
+
+def signal_pending_in(pid: int, signum: int) -> bool:
+    """The signal waits in the process's kernel (blocked, or not yet taken)."""
+    try:
+        return bool(_signal_masks(pid)[0] >> (signum - 1) & 1)
+    except OSError:
+        return False
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:

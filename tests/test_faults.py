@@ -26,6 +26,7 @@ from tests.mvee_run import (
     MveeResult,
     blocked_in,
     process_state,
+    signal_pending_in,
     wait_until,
     wait_until_gone,
 )
@@ -209,21 +210,58 @@ def test_ending_signal_to_the_monitor_ends_the_variants_with_it(signum: int, to:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_second_ending_signal_makes_the_monitor_end_the_variants(signum: int, build_program,
-                                                                 tmp_path: Path) -> None:
+def test_every_ending_signal_is_forwarded_every_time(signum: int, build_program, tmp_path: Path) -> None:
+    """A program that handles its SIGINT or SIGTERM gets each one the monitor is sent."""
     monitor = start(tmp_path / "r.json", "-n", "2", "--", str(build_program("stubborn", "x86_64")),
                     ready=b"ready\n")
     pids = monitor.variant_pids()
-    os.kill(monitor.pid, signum)
     assert monitor.process.stdout is not None
-    assert monitor.process.stdout.readline() == f"got {signum}\n".encode()  # caught: the run goes on
+    for _ in range(3):
+        os.kill(monitor.pid, signum)
+        assert monitor.process.stdout.readline() == f"got {signum}\n".encode()  # caught: the run goes on
+    os.kill(monitor.pid, signal.SIGKILL)
+    monitor.process.wait()
+    assert wait_until_gone(pids, monitor.tag) == []
+
+
+def test_a_daemon_reloads_on_three_sighups_and_ends_on_sigterm(build_program, tmp_path: Path) -> None:
+    program = str(build_program("stubborn", "x86_64"))
+    native = subprocess.Popen([program, "hups"], stdout=subprocess.PIPE)
+    monitor = start(tmp_path / "r.json", "-n", "2", "--", program, "hups", ready=b"ready\n")
+    assert native.stdout is not None and monitor.process.stdout is not None
+    assert native.stdout.readline() == b"ready\n"
+    lines = {"native": [], "monitor": []}
+    for count in range(1, 4):
+        for name, target, output in (("native", native.pid, native.stdout),
+                                     ("monitor", monitor.pid, monitor.process.stdout)):
+            os.kill(target, signal.SIGHUP)
+            lines[name].append(output.readline())
+            assert lines[name][-1] == f"hup {count}\n".encode(), (name, lines)
+    native.send_signal(signal.SIGTERM)
+    os.kill(monitor.pid, signal.SIGTERM)
+    native_rest, _ = native.communicate(timeout=30)
+    result = monitor.finish()
+    assert (result.returncode, result.stdout) == (-native.returncode + 128, native_rest), result.stderr
+    assert_ended_as_natively(result, signal.SIGTERM, 2)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_way_out_a_second_signal_while_the_first_is_undelivered(signum: int, build_program,
+                                                                   tmp_path: Path) -> None:
+    """The program blocks the signal: the first is forwarded and waits, undelivered; a
+    second within 2 s ends the run, with the signal's status and its own verdict."""
+    monitor = start(tmp_path / "r.json", "-n", "2", "--", str(build_program("stubborn", "x86_64")), "block",
+                    ready=b"ready\n")
+    pids = monitor.variant_pids()
+    os.kill(monitor.pid, signum)
+    wait_until(lambda: all(signal_pending_in(pid, signum) for pid in pids), "the signal pending in both")
     os.kill(monitor.pid, signum)
     result = monitor.finish()
-    assert result.returncode == ERROR_EXIT, result.stderr
+    assert result.returncode == 128 + signum, result.stderr
     assert_one_line(result.stderr)
-    assert f"interrupted by a second {signal.Signals(signum).name}" in result.stderr
-    report = result.report
-    assert report["verdict"] == "error"
+    name = signal.Signals(signum).name
+    assert f"a second {name} within 2 s while the first was still undelivered" in result.stderr
+    assert result.report["verdict"] == "interrupted"
     assert wait_until_gone(pids, monitor.tag) == []
 
 

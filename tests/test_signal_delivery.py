@@ -190,3 +190,16 @@ def test_variant_that_never_gets_its_signal_is_non_compliant(abi: str, trap: str
     # The loop is calibrated to 300 ms (or sleeps 300 ms): the alarm comes after it, not much later.
     assert 0.15 < elapsed < 15, elapsed
     assert not any(Path(f"/proc/{v['pid']}").exists() for v in report["variants"])
+
+
+def test_at_syscall_policy_gives_up_when_no_syscall_comes(build_program, run_mvee) -> None:
+    """`while (!flag) work();` waits for a handler that at-syscall would only run at a
+    syscall: once hung for good, now a non-compliance alarm after the wait-loop time."""
+    program = build_program("flags", "x86_64")
+    sent = time.monotonic()
+    result = run_mvee("-n", "2", "--signal-policy", "at-syscall", "--wait-loop-ms", "300", "--",
+                      str(program), "spin", timeout=60)
+    assert result.returncode == NON_COMPLIANT_EXIT, result.stderr
+    assert "SIGALRM could not be delivered: no syscall came within 300 ms" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert time.monotonic() - sent < 30
