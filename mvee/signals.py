@@ -521,7 +521,10 @@ class SignalCoordinator:
         if signum in self.reset_on_delivery:
             self.dispositions[signum] = Disposition.DEFAULT
             self.reset_on_delivery.discard(signum)
-        return decisions + self._start_next(now)
+        # A signal set aside meanwhile goes at the next rendezvous (which knows the blocked
+        # mask: the handler about to run may block it, and a variant parked for a blocked
+        # signal would wait for it in vain), or at its deadline, or with its next instance.
+        return decisions
 
     def _set_all_aside(self) -> list[Decision]:
         """The signal in flight goes back to the pending lists; every variant runs on."""

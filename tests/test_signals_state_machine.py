@@ -143,20 +143,28 @@ def test_standard_signals_coalesce_real_time_signals_queue() -> None:
     assert pending.count(USR1) == 1 and pending.count(RT) == 2
 
 
-def test_a_second_signal_is_set_aside_while_one_is_in_flight_and_goes_next() -> None:
+def test_a_second_signal_is_set_aside_while_one_is_in_flight_and_goes_at_the_next_rendezvous() -> None:
     machine = coordinator(2)
     assert machine.on_signal(0, ALRM, info(0), 0.0) == [Hold(0)]
     assert machine.on_signal(1, USR1, info(1), 0.1) == [Suppress(1)]
     assert machine.on_syscall_entry(1, 0.2) == [Park(1)]
-    decisions = machine.on_signal(1, ALRM, info(2), 0.3)
-    # ALRM goes to both; then USR1, pending in variant 1 (half of two), starts: re-sent.
-    assert decisions == [Release(0, ALRM, info(0), False), Release(1, ALRM, info(2), True),
-                         Resend(1, USR1)]
-    assert machine.current == USR1
-    assert machine.on_signal(1, USR1, info(7), 0.4) == [Hold(1)]
-    assert machine.on_syscall_entry(0, 0.5) == [Park(0)]
-    assert machine.on_signal(0, USR1, info(8), 0.6) == [Release(0, USR1, info(8), True),
-                                                       Release(1, USR1, info(1), False)]
+    # ALRM goes to both, and nothing else yet: its handler may block USR1.
+    assert machine.on_signal(1, ALRM, info(2), 0.3) == [Release(0, ALRM, info(0), False),
+                                                       Release(1, ALRM, info(2), True)]
+    assert machine.current is None
+    # The handler's syscall: USR1, pending in variant 1 (half of two), raised again there.
+    assert machine.on_syscall_entry(1, 0.35) == [Resend(1, USR1), Proceed(1)]
+    assert machine.on_syscall_entry(0, 0.35) == [Proceed(0)]
+    # Blocked there (the handler's mask): it stays pending, the call runs.
+    assert machine.on_rendezvous(0.35, blocked=frozenset({USR1})) == []
+    machine.on_resumed(0)
+    machine.on_resumed(1)
+    machine.on_syscall_entry(0, 0.4)
+    machine.on_syscall_entry(1, 0.4)
+    assert machine.on_rendezvous(0.4) == [Park(0), Park(1)]  # unblocked: delivered here
+    assert machine.on_signal(1, USR1, info(7), 0.45) == [Hold(1)]
+    assert machine.on_signal(0, USR1, info(8), 0.5) == [Release(0, USR1, info(8), True),
+                                                       Release(1, USR1, info(1), True)]
 
 
 def test_real_time_instances_are_delivered_one_by_one() -> None:
