@@ -58,14 +58,20 @@ def _reference_problems(row: Syscall) -> list[str]:
                 found.append(f"{row.name}.{kind.name}: {reference} {wanted!r} resolved to position {at}")
             elif at == position:
                 found.append(f"{row.name}.{kind.name}: refers to itself")
+            elif reference in kind.pointer_references:
+                if row.args[at].by_value:
+                    found.append(f"{row.name}.{kind.name}: {reference} {wanted!r} is not a pointer")
             elif not row.args[at].by_value:
                 found.append(f"{row.name}.{kind.name}: {reference} {wanted!r} is not a number")
-    attributes = {"local_when": 1, "follower_clears": 1, "sets_disposition": 2, "changes_mappings": 2}
+    attributes = {"local_when": 1, "follower_clears": 1, "sets_disposition": 2, "changes_mappings": 2,
+                  "sigpipe_unless": 1, "policy_cases": 1, "follower_duplicates": 2}
     for attribute, named in attributes.items():
         declared, resolved = getattr(row, attribute), getattr(row, f"{attribute}_at")
         if declared is None:
             continue
         for wanted, at in list(zip(declared, resolved, strict=True))[:named]:
+            if wanted is None and at is None:  # an optional argument (accept has no flags)
+                continue
             if not (0 <= at < len(row.args)) or row.args[at].name != wanted:
                 found.append(f"{row.name}: {attribute} {wanted!r} resolved to position {at}")
     return found
@@ -94,6 +100,22 @@ def _policy_problems(row: Syscall) -> list[str]:
         found.append(f"{row.name}: follower_clears on a {row.policy.name} row")
     if row.sigpipe_on_epipe and row.policy is not Policy.LEADER:
         found.append(f"{row.name}: sigpipe_on_epipe on a {row.policy.name} row (only the leader runs it)")
+    if row.sigpipe_unless and not row.sigpipe_on_epipe:
+        found.append(f"{row.name}: sigpipe_unless without sigpipe_on_epipe")
+    if row.follower_duplicates and row.policy is not Policy.LEADER_FIRST:
+        found.append(f"{row.name}: follower_duplicates on a {row.policy.name} row")
+    if row.policy_cases and (row.policy not in EACH_POLICIES or any(
+            policy in (Policy.LOCAL, Policy.LEADER_FIRST) for policy in row.policy_cases[1].values())):
+        found.append(f"{row.name}: policy_cases turn an EACH row into LEADER or EACH_LEADER_RESULT only")
+    if (row.policy is Policy.UNSUPPORTED) != (row.reason is not None):
+        found.append(f"{row.name}: an UNSUPPORTED row says why (reason), and only such a row")
+    if row.multiplexes is not None and row.policy is not Policy.UNSUPPORTED:
+        found.append(f"{row.name}: a multiplexer whose call selects no row must be UNSUPPORTED")
+    for call, (name, words) in (row.multiplexes or {}).items():
+        for abi in row.abis:
+            selected = BY_ABI[abi].get(name) if row in TABLE else None
+            if selected is not None and not 0 < words <= len(selected.args):
+                found.append(f"{row.name} call {call}: {words} words for {name}'s {len(selected.args)} arguments")
     if row.changes_mappings and not can_be_local:
         found.append(f"{row.name}: changes_mappings on a row that never runs LOCAL (the check is not made)")
     if row.sets_disposition:
@@ -126,12 +148,14 @@ def test_the_table_has_no_problems() -> None:
 def test_each_abi_looks_up_exactly_the_rows_that_claim_it() -> None:
     for abi in ALL_ABIS:
         assert sorted(BY_ABI[abi]) == sorted(row.name for row in TABLE if abi in row.abis)
-    # 26 rows are i386's own (64-bit variants of calls, old multiplexers ...); newfstatat
-    # is x86_64's, and so is "mmap": i386's number 90 is old_mmap, one pointer to the six.
-    assert sum(row.abis == ("i386",) for row in TABLE) == 26
-    assert sorted(row.name for row in TABLE if row.abis == ("x86_64",)) == ["mmap", "newfstatat"]
+    # 38 rows are i386's own (64-bit variants of calls, old multiplexers ...); newfstatat
+    # is x86_64's, and so are "mmap" and "select" (i386's are old calls of one pointer to
+    # the arguments) and "accept" (i386 has accept4, or socketcall's accept).
+    assert sum(row.abis == ("i386",) for row in TABLE) == 38
+    assert sorted(row.name for row in TABLE if row.abis == ("x86_64",)) == [
+        "accept", "mmap", "newfstatat", "select"]
     old_mmap = engine.decode(I386, I386.syscall_numbers["mmap"], (0x1000,) + (0,) * 5, None)
-    assert old_mmap.spec is None and "not in the syscall table" in (old_mmap.unsupported_reason or "")
+    assert old_mmap.spec is None and "old_mmap" in (old_mmap.unsupported_reason or "")
 
 
 def test_each_abi_maps_its_wait_loop_page_with_a_six_argument_mmap_row() -> None:
@@ -150,7 +174,7 @@ def test_the_policy_once_known_by_name_is_in_the_rows() -> None:
         "madvise", "mmap", "mmap2", "mprotect", "mremap", "munmap"]
     assert by_name["mremap"].changes_mappings_at == (0, 1)
     assert sorted(row.name for row in TABLE if row.foreign_process) == [
-        "kill", "prlimit64", "tgkill", "tkill"]
+        "kill", "prlimit64", "setpgid", "tgkill", "tkill"]
 
 
 _SIX = (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"), Int("offset"))
