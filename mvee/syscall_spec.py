@@ -329,14 +329,26 @@ class OutStruct(Arg):
 
 
 @dataclass(frozen=True)
-class InOutStruct(InStruct):
-    """A structure read and written by the kernel (F_GETLK's flock): compared as it goes
-    in, replicated as it comes out."""
+class Lock(InStruct):
+    """A struct flock (flock64): l_type, l_whence, l_start and l_len are compared, not
+    l_pid (which the kernel ignores on a set) or the padding C code leaves uninitialised."""
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        size = abi.struct_sizes[self.struct]
+        raw = memory.read(address, size)
+        offset_size = 8 if size >= 24 else 4
+        start = 4 if abi.word_size == 4 else 8  # after l_type and l_whence, aligned
+        return raw[:4], raw[start:start + 2 * offset_size]
+
+
+@dataclass(frozen=True)
+class InOutLock(Lock):
+    """F_GETLK's struct flock: compared as a Lock as it goes in, replicated as it comes out."""
 
     replicates: ClassVar[bool] = True
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
-        into.copy(source, target, into.abi.struct_sizes[self.struct] * self.count)
+        into.copy(source, target, into.abi.struct_sizes[self.struct])
 
 
 PAGE_SIZE = 4096

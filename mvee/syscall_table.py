@@ -26,11 +26,12 @@ from mvee.syscall_spec import (
     Flags,
     Ignored,
     InBuffer,
-    InOutStruct,
+    InOutLock,
     InStruct,
     Int,
     IovecIn,
     IovecOut,
+    Lock,
     Millis,
     MsgIn,
     MsgOut,
@@ -95,12 +96,12 @@ LOCKS = (F_GETLK, F_SETLK, F_SETLKW, F_GETLK64, F_SETLK64, F_SETLKW64, F_OFD_GET
 def _fcntl_argument(ofd_lock: str) -> Depends:
     return Depends("arg", on="cmd", default=Int("arg"), cases={
         **dict.fromkeys((F_GETFD, F_GETFL, 9, 11, 1025, 1032, 1034), Ignored("unused")),  # ... F_GETPIPE_SZ
-        F_GETLK: InOutStruct("lock", "flock"),
-        **dict.fromkeys((F_SETLK, F_SETLKW), InStruct("lock", "flock")),
-        F_GETLK64: InOutStruct("lock", "flock64"),
-        **dict.fromkeys((F_SETLK64, F_SETLKW64), InStruct("lock", "flock64")),
-        F_OFD_GETLK: InOutStruct("lock", ofd_lock),
-        **dict.fromkeys((F_OFD_SETLK, F_OFD_SETLKW), InStruct("lock", ofd_lock)),
+        F_GETLK: InOutLock("lock", "flock"),
+        **dict.fromkeys((F_SETLK, F_SETLKW), Lock("lock", "flock")),
+        F_GETLK64: InOutLock("lock", "flock64"),
+        **dict.fromkeys((F_SETLK64, F_SETLKW64), Lock("lock", "flock64")),
+        F_OFD_GETLK: InOutLock("lock", ofd_lock),
+        **dict.fromkeys((F_OFD_SETLK, F_OFD_SETLKW), Lock("lock", ofd_lock)),
     })
 
 

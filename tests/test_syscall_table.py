@@ -115,7 +115,7 @@ def _policy_problems(row: Syscall) -> list[str]:
         for abi in row.abis:
             selected = BY_ABI[abi].get(name) if row in TABLE else None
             if selected is not None and not 0 < words <= len(selected.args):
-                found.append(f"{row.name} call {call}: {words} words for {name}'s {len(selected.args)} arguments")
+                found.append(f"{row.name} call {call}: {words} words for {len(selected.args)} arguments")
     if row.changes_mappings and not can_be_local:
         found.append(f"{row.name}: changes_mappings on a row that never runs LOCAL (the check is not made)")
     if row.sets_disposition:
