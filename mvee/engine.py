@@ -92,9 +92,11 @@ def _demultiplex(abi: Abi, nr: int, name: str, spec: Syscall, args: tuple[int, .
     arguments it points to; the number stays the multiplexer's."""
     assert spec.multiplexes is not None
     selected = spec.multiplexes.get(args[0])
-    row = selected and BY_ABI[abi.name].get(selected[0])
-    if selected is None or row is None:
+    if selected is None:
         return Call(abi, nr, name, args[:len(spec.args)], spec, spec.args, tuple(args[:len(spec.args)]))
+    row = BY_ABI[abi.name].get(selected[0])
+    if row is None:  # a call without a row: refused for the reason it has
+        return Call(abi, nr, selected[0], args, None, (), ())
     try:
         words = abi.unpack_words(memory.read(args[1], selected[1] * abi.word_size))
     except OSError:
