@@ -33,6 +33,7 @@ from mvee.syscall_spec import (
     IovecIn,
     IovecOut,
     OutBuffer,
+    OutSized,
     OutStruct,
     Pid,
     Policy,
@@ -214,6 +215,19 @@ BROKEN_ROWS = {
     "unsupported with attributes": ([Syscall("fork", (Int("x"),), Policy.UNSUPPORTED, sigpipe_on_epipe=True)],
                                     "an UNSUPPORTED row"),
     "not a policy": ([Syscall("read", (Fd("fd"),), "leader")], "is not a Policy"),
+    "sigpipe_unless alone": ([Syscall("sendto", (Fd("fd"), Flags("flags")), Policy.LEADER,
+                                      sigpipe_unless=("flags", 0x4000))], "sigpipe_unless without"),
+    "duplicates on LEADER": ([Syscall("accept4", (Fd("fd"), Flags("flags")), Policy.LEADER,
+                                      follower_duplicates=("fd", "flags"))], "follower_duplicates on a"),
+    "cases on LEADER": ([Syscall("fcntl", (Fd("fd"), Int("cmd")), Policy.LEADER,
+                                 policy_cases=("cmd", {6: Policy.EACH}))], "policy_cases turn an EACH row"),
+    "cases to LOCAL": ([Syscall("fcntl", (Fd("fd"), Int("cmd")), Policy.EACH,
+                                policy_cases=("cmd", {6: Policy.LOCAL}))], "policy_cases turn an EACH row"),
+    "unsupported without a reason": ([Syscall("fork", (), Policy.UNSUPPORTED)], "says why"),
+    "a reason on a supported row": ([Syscall("read", (Fd("fd"),), Policy.LEADER, reason="no")], "says why"),
+    "length pointer is a number": ([Syscall("getpeername", (Fd("fd"), OutSized("addr", length="addrlen"),
+                                                            Int("addrlen")), Policy.LEADER)],
+                                   "getpeername.addr: length 'addrlen' is not a pointer"),
 }
 
 
