@@ -10,8 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mvee.abi import Abi
-from mvee.syscall_spec import Arg, Depends, Memory, Pid, Policy, Syscall, is_error
-from mvee.syscall_table import BY_ABI
+from mvee.syscall_spec import (
+    Arg,
+    Cookies,
+    Depends,
+    Memory,
+    Pid,
+    Policy,
+    Replication,
+    Syscall,
+    is_error,
+    signed,
+)
+from mvee.syscall_table import BY_ABI, REFUSED
 
 EINTR = 4
 
@@ -31,9 +42,11 @@ class Call:
     @property
     def unsupported_reason(self) -> str | None:
         if self.spec is None:
+            if self.name in REFUSED:
+                return f"syscall {self.name} is not supported: {REFUSED[self.name]}"
             return f"syscall {self.name} ({self.abi.name} #{self.nr}) is not in the syscall table"
         if self.spec.policy is Policy.UNSUPPORTED:
-            return f"syscall {self.name} is not supported yet"
+            return f"syscall {self.name} is not supported: {self.spec.reason}"
         if None not in self.kinds:
             return None
         for declared, kind in zip(self.spec.args, self.kinds, strict=True):
@@ -48,7 +61,11 @@ class Call:
             return f"{self.name}({', '.join(hex(a) for a in self.args)})"
         parts = []
         for kind, raw, value in zip(self.kinds, self.args, self.values, strict=False):
-            parts.append(f"{kind.name}={kind.render(raw, value)}" if kind else f"?={raw:#x}")
+            if kind is None:
+                parts.append(f"?={raw:#x}")
+                continue
+            bits = kind.signed_bits if kind.signed_bits >= 0 else 8 * self.abi.word_size
+            parts.append(f"{kind.name}={kind.render(signed(raw, bits) if bits else raw, value)}")
         return f"{self.name}({', '.join(parts)})"
 
 
@@ -65,6 +82,31 @@ def decode(abi: Abi, nr: int, args: tuple[int, ...], memory: Memory) -> Call:
     name, spec = row
     if spec is None:
         return Call(abi, nr, name, args, None, (), ())
+    if spec.multiplexes is not None:
+        return _demultiplex(abi, nr, name, spec, args, memory)
+    return _decode_row(abi, nr, name, spec, args, memory)
+
+
+def _demultiplex(abi: Abi, nr: int, name: str, spec: Syscall, args: tuple[int, ...], memory: Memory) -> Call:
+    """A multiplexer's call (i386 socketcall) decoded as the row it selects, with the
+    arguments it points to; the number stays the multiplexer's."""
+    assert spec.multiplexes is not None
+    selected = spec.multiplexes.get(args[0])
+    if selected is None:
+        return Call(abi, nr, name, args[:len(spec.args)], spec, spec.args, tuple(args[:len(spec.args)]))
+    row = BY_ABI[abi.name].get(selected[0])
+    if row is None:  # a call without a row: refused for the reason it has
+        return Call(abi, nr, selected[0], args, None, (), ())
+    try:
+        words = abi.unpack_words(memory.read(args[1], selected[1] * abi.word_size))
+    except OSError:
+        words = ()
+    if len(words) < selected[1]:  # a bad pointer: the multiplexer is compared as it is
+        return _decode_row(abi, nr, name, spec, args, memory)
+    return _decode_row(abi, nr, row.name, row, words + (0,) * (len(row.args) - len(words)), memory)
+
+
+def _decode_row(abi: Abi, nr: int, name: str, spec: Syscall, args: tuple[int, ...], memory: Memory) -> Call:
     if spec.dependent:
         kinds = tuple(kind.resolve(args) for kind in spec.args)
         values = tuple([None if kind is None else value if kind.by_value
@@ -93,14 +135,17 @@ def compare(calls: list[Call]) -> str | None:
 
 
 def replicate_outputs(leader: Call, leader_memory: Memory, follower: Call, follower_memory: Memory,
-                      result: int) -> None:
-    """Copy what the leader's kernel call wrote into the follower's out-arguments."""
-    if (is_error(result) and result != -EINTR) or not (leader.spec and leader.spec.writes_memory):
+                      result: int, cookies: Cookies) -> None:
+    """Copy what the leader's kernel call wrote into the follower's out-arguments, and
+    remember what the follower must get later (its epoll cookies, in `cookies`)."""
+    if (is_error(result) and result != -EINTR) or not (leader.spec and leader.spec.replicates):
         return
+    into = Replication(leader.abi, result, leader.args, follower.args, leader_memory, follower_memory,
+                       cookies)
     for position, kind in enumerate(leader.kinds):
         source, target = leader.args[position], follower.args[position]
-        if kind is not None and kind.writes_memory and source != 0 and target != 0:
-            kind.replicate(source, target, leader.args, result, leader.abi, leader_memory, follower_memory)
+        if kind is not None and kind.replicates and source != 0 and target != 0:
+            kind.replicate(source, target, into)
 
 
 def pid_arguments(call: Call) -> list[int]:

@@ -15,12 +15,15 @@ import signal
 import time
 
 from mvee import engine, ptrace_api
+from mvee.abi import HOST
 from mvee.engine import Call
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
 from mvee.signals import Disposition
-from mvee.syscall_spec import Policy, Syscall
+from mvee.syscall_spec import Cookies, Policy, Syscall
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
+
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
 
 
 class PolicyExecutor:
@@ -29,12 +32,14 @@ class PolicyExecutor:
         self.leader = variants[0]
         self.followers = variants[1:]
         self.signals = signal_executor  # runs the variants to their stops, signal-aware
+        # Each follower's epoll cookies, against the leader's (mvee.syscall_spec.EpollEvent).
+        self.cookies: dict[int, Cookies] = {follower.index: {} for follower in self.followers}
 
     def execute(self, calls: list[Call]) -> None:
         """Run the agreed call (every variant at its entry), then release them all."""
         spec = calls[0].spec
         assert spec is not None
-        policy = spec.policy
+        policy = spec.policy_for(calls[0].args)
         if spec.foreign_process and self._names_foreign_process(calls[0]):
             policy = spec.foreign_process  # signalling a process outside the variants happens once
         if policy is Policy.LEADER:
@@ -47,6 +52,9 @@ class PolicyExecutor:
                     self._finish_skipped(follower, calls[0], result)
                 else:
                     self._run_follower_open(follower, result)
+                    assert follower.call is not None
+                    engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
+                                             result, self.cookies[follower.index])
         else:
             results = self._run_each(calls)
             if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
@@ -68,8 +76,11 @@ class PolicyExecutor:
         for follower in self.followers:
             self._finish_skipped(follower, call, result)
             assert follower.call is not None
-            engine.replicate_outputs(call, self.leader.memory, follower.call, follower.memory, result)
-            if result == -errno.EPIPE and spec.sigpipe_on_epipe:
+            engine.replicate_outputs(call, self.leader.memory, follower.call, follower.memory, result,
+                                     self.cookies[follower.index])
+            unless = spec.sigpipe_unless_at
+            if result == -errno.EPIPE and spec.sigpipe_on_epipe and not (
+                    unless and call.args[unless[0]] & unless[1]):
                 os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
 
     def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
@@ -107,6 +118,11 @@ class PolicyExecutor:
             if call.spec.follower_clears_at:
                 flags_at, once_only = call.spec.follower_clears_at
                 override.set(flags_at, call.args[flags_at] & ~once_only)
+            if call.spec.follower_duplicates_at:
+                fd_at, flags_at = call.spec.follower_duplicates_at
+                cloexec = flags_at is not None and call.args[flags_at] & os.O_CLOEXEC
+                override.set_call(call.abi.syscall_numbers["fcntl"], call.args[fd_at],
+                                  F_DUPFD_CLOEXEC if cloexec else F_DUPFD, leader_fd)
             ptrace_api.resume_to_syscall(follower.pid)
             exit_stop = self.signals.wait_for_exit(follower)
             if exit_stop is None:
@@ -154,12 +170,20 @@ class _ArgumentOverride:
         self.variant = variant
         self.registers = call.abi.syscall_arg_registers
         self.saved: dict[str, int] = {}
-        self.original_args = call.args
+        self.original: bytes | None = None  # the registers, read at the first change
 
     def set(self, position: int, value: int) -> None:
         register = self.registers[position]
-        self.saved.setdefault(register, self.original_args[position])
+        if self.original is None:
+            self.original = ptrace_api.get_regs(self.variant.pid)
+        self.saved.setdefault(register, HOST.register(self.original, register))
         ptrace_api.poke_user(self.variant.pid, register, value)
+
+    def set_call(self, nr: int, *args: int) -> None:
+        """Another call instead, with these arguments (its result is the variant's)."""
+        ptrace_api.poke_user(self.variant.pid, "orig_ax", nr)
+        for position, value in enumerate(args):
+            self.set(position, value)
 
     def restore(self) -> None:
         if self.variant.alive:

@@ -62,6 +62,36 @@ def is_error(result: int) -> bool:
     return -MAX_ERRNO <= result < 0
 
 
+def signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+# What a follower remembers across calls of the leader's: (epoll fd, the leader's
+# epoll_data) -> its own epoll_data for the same file descriptor.
+Cookies = dict[tuple[int, int], int]
+
+
+@dataclass(frozen=True)
+class Replication:
+    """A leader-only call's result on its way into one follower."""
+
+    abi: Abi
+    result: int
+    leader_args: tuple[int, ...]
+    follower_args: tuple[int, ...]
+    leader: Memory
+    follower: Memory
+    cookies: Cookies
+
+    def copy(self, source: int, target: int, size: int) -> None:
+        if size > 0:
+            self.follower.write(target, self.leader.read(source, size))
+
+    def words(self, side: Memory, address: int, count: int) -> tuple[int, ...]:
+        return self.abi.unpack_words(side.read(address, count * self.abi.word_size))
+
+
 def _position(names: tuple[str, ...], wanted: str, row: str) -> int:
     if names.count(wanted) != 1:
         raise ValueError(f"syscall table row {row}: no single argument named {wanted!r} "
@@ -77,12 +107,17 @@ class Arg:
 
     # Compared as the register's value: decode takes it as is, without a call.
     by_value: ClassVar[bool] = False
-    # The kernel writes through it: a leader-only call's result is copied to the others.
-    writes_memory: ClassVar[bool] = False
+    # A leader-only call carries something into the others through it: what the kernel
+    # wrote (out-buffers), or what the monitor must remember (an epoll cookie).
+    replicates: ClassVar[bool] = False
+    # Shown as a signed number of this many bits in an alarm (0: not a number, or unsigned).
+    signed_bits: ClassVar[int] = 0
     # Bytes shown with their length in an alarm (a write's data, not a path).
     shows_length: ClassVar[bool] = False
     # Fields holding the names of other arguments; each has a position field "<field>_at".
     references: ClassVar[tuple[str, ...]] = ()
+    # The references that name pointers (to an in/out length) rather than numbers.
+    pointer_references: ClassVar[tuple[str, ...]] = ()
 
     def bind(self, names: tuple[str, ...], row: str) -> Arg:
         """This kind with its references to other arguments resolved to positions."""
@@ -117,29 +152,36 @@ class Arg:
         shown = repr(value[:_SHOWN_BYTES]) + ("..." if len(value) > _SHOWN_BYTES else "")
         return f"{shown} ({len(value)} bytes)" if self.shows_length else shown
 
-    def replicate(self, source: int, target: int, leader_args: tuple[int, ...], result: int,
-                  abi: Abi, leader_memory: Memory, follower_memory: Memory) -> None:
+    def replicate(self, source: int, target: int, into: Replication) -> None:
         """Copy what the leader's kernel wrote at `source` to the follower's `target`."""
 
 
 @dataclass(frozen=True)
 class Int(Arg):
-    """Compared by value (counts, sizes, modes, whence ...)."""
+    """Compared by value (counts, sizes, modes, whence ...); shown as a signed long."""
 
     by_value: ClassVar[bool] = True
+    signed_bits: ClassVar[int] = -1  # the ABI's word
 
     def read(self, value: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
         return value
 
+    def render(self, raw: int, value: object) -> str:
+        return str(raw)
+
 
 @dataclass(frozen=True)
 class Fd(Int):
-    pass
+    """A file descriptor: a C int (AT_FDCWD shows as -100)."""
+
+    signed_bits: ClassVar[int] = 32
 
 
 @dataclass(frozen=True)
 class Flags(Int):
     """Compared by value, shown in hexadecimal."""
+
+    signed_bits: ClassVar[int] = 0
 
     def render(self, raw: int, value: object) -> str:
         return hex(raw)
@@ -148,6 +190,24 @@ class Flags(Int):
 @dataclass(frozen=True)
 class Pid(Int):
     """A PID or TID: compared and passed after translation to the leader's (virtual) PIDs."""
+
+    signed_bits: ClassVar[int] = 32
+
+
+@dataclass(frozen=True)
+class Millis(Arg):
+    """A timeout in milliseconds (a C int): a program computes it from a clock that moves
+    between the variants' reads, so only what it means is compared: forever (< 0), no
+    wait (0) or a while."""
+
+    signed_bits: ClassVar[int] = 32
+
+    def read(self, value: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        value = signed(value, 32)
+        return "forever" if value < 0 else "no wait" if value == 0 else "a while"
+
+    def render(self, raw: int, value: object) -> str:
+        return f"{raw} ({value})"
 
 
 @dataclass(frozen=True)
@@ -216,13 +276,17 @@ class SockAddr(Arg):
     references: ClassVar[tuple[str, ...]] = ("length",)
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        raw = memory.read(address, args[self.length_at])
-        family = int.from_bytes(raw[:2], "little")
-        if family == _AF_UNIX and raw[2:3] != b"\0":  # a path; abstract names use every byte
-            return raw[: raw.find(b"\0", 2) if b"\0" in raw[2:] else len(raw)]
-        if family == _AF_INET:
-            return raw[:8]
-        return raw
+        return _sockaddr_meaning(memory.read(address, args[self.length_at]))
+
+
+def _sockaddr_meaning(raw: bytes) -> bytes:
+    """A socket address without the padding C code leaves uninitialised."""
+    family = int.from_bytes(raw[:2], "little")
+    if family == _AF_UNIX and raw[2:3] != b"\0":  # a path; abstract names use every byte
+        return raw[: raw.find(b"\0", 2) if b"\0" in raw[2:] else len(raw)]
+    if family == _AF_INET:
+        return raw[:8]
+    return raw
 
 
 @dataclass(frozen=True)
@@ -236,10 +300,6 @@ class InStruct(Arg):
         return memory.read(address, abi.struct_sizes[self.struct] * self.count)
 
 
-def _copy(source: int, target: int, size: int, leader_memory: Memory, follower_memory: Memory) -> None:
-    follower_memory.write(target, leader_memory.read(source, size))
-
-
 @dataclass(frozen=True)
 class OutBuffer(Arg):
     """Bytes written by the kernel: the return value times `unit` bytes, at most
@@ -248,14 +308,12 @@ class OutBuffer(Arg):
     length: str
     unit: int = 1
     length_at: int = field(default=-1, kw_only=True)
-    writes_memory: ClassVar[bool] = True
+    replicates: ClassVar[bool] = True
     references: ClassVar[tuple[str, ...]] = ("length",)
 
-    def replicate(self, source: int, target: int, leader_args: tuple[int, ...], result: int,
-                  abi: Abi, leader_memory: Memory, follower_memory: Memory) -> None:
-        if not is_error(result):
-            _copy(source, target, min(result, leader_args[self.length_at]) * self.unit,
-                  leader_memory, follower_memory)
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if not is_error(into.result):
+            into.copy(source, target, min(into.result, into.leader_args[self.length_at]) * self.unit)
 
 
 @dataclass(frozen=True)
@@ -264,35 +322,92 @@ class OutStruct(Arg):
 
     struct: str
     count: int = 1
-    writes_memory: ClassVar[bool] = True
+    replicates: ClassVar[bool] = True
 
-    def replicate(self, source: int, target: int, leader_args: tuple[int, ...], result: int,
-                  abi: Abi, leader_memory: Memory, follower_memory: Memory) -> None:
-        _copy(source, target, abi.struct_sizes[self.struct] * self.count, leader_memory, follower_memory)
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        into.copy(source, target, into.abi.struct_sizes[self.struct] * self.count)
+
+
+@dataclass(frozen=True)
+class Lock(InStruct):
+    """A struct flock (flock64): l_type, l_whence, l_start and l_len are compared, not
+    l_pid (which the kernel ignores on a set) or the padding C code leaves uninitialised."""
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        size = abi.struct_sizes[self.struct]
+        raw = memory.read(address, size)
+        offset_size = 8 if size >= 24 else 4
+        start = 4 if abi.word_size == 4 else 8  # after l_type and l_whence, aligned
+        return raw[:4], raw[start:start + 2 * offset_size]
+
+
+@dataclass(frozen=True)
+class InOutLock(Lock):
+    """F_GETLK's struct flock: compared as a Lock as it goes in, replicated as it comes out."""
+
+    replicates: ClassVar[bool] = True
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        into.copy(source, target, into.abi.struct_sizes[self.struct])
+
+
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class OutPages(Arg):
+    """One byte per page of the range of argument `length` bytes, written by the kernel (mincore)."""
+
+    length: str
+    length_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("length",)
+    replicates: ClassVar[bool] = True
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if not is_error(into.result):
+            into.copy(source, target, (into.leader_args[self.length_at] + PAGE_SIZE - 1) // PAGE_SIZE)
 
 
 @dataclass(frozen=True)
 class InOutArray(Arg):
-    """An array read and written by the kernel (poll's pollfd), argument `count` entries."""
+    """An array read and written by the kernel, argument `count` entries."""
 
     struct: str
     count: str
     count_at: int = field(default=-1, kw_only=True)
-    writes_memory: ClassVar[bool] = True
+    replicates: ClassVar[bool] = True
     references: ClassVar[tuple[str, ...]] = ("count",)
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
         return memory.read(address, abi.struct_sizes[self.struct] * args[self.count_at])
 
-    def replicate(self, source: int, target: int, leader_args: tuple[int, ...], result: int,
-                  abi: Abi, leader_memory: Memory, follower_memory: Memory) -> None:
-        _copy(source, target, abi.struct_sizes[self.struct] * leader_args[self.count_at],
-              leader_memory, follower_memory)
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        into.copy(source, target, into.abi.struct_sizes[self.struct] * into.leader_args[self.count_at])
 
 
 def _read_iovecs(address: int, count: int, abi: Abi, memory: Memory) -> list[tuple[int, int]]:
     words = abi.unpack_words(memory.read(address, count * 2 * abi.word_size)) if count else ()
     return list(zip(words[0::2], words[1::2], strict=True))
+
+
+def _gather(address: int, count: int, abi: Abi, memory: Memory, limit: int = MAX_COMPARED_BYTES) -> bytes:
+    """The concatenated bytes of an iovec array, at most `limit` of them."""
+    parts = []
+    for base, length in _read_iovecs(address, count, abi, memory):
+        if limit <= 0:
+            break
+        parts.append(memory.read(base, min(length, limit)))
+        limit -= length
+    return b"".join(parts)
+
+
+def _scatter(data: bytes, address: int, count: int, abi: Abi, memory: Memory) -> None:
+    """Writes `data` across an iovec array, in order."""
+    for base, length in _read_iovecs(address, count, abi, memory):
+        if not data:
+            break
+        memory.write(base, data[:length])
+        data = data[length:]
 
 
 @dataclass(frozen=True)
@@ -306,8 +421,7 @@ class IovecIn(Arg):
     shows_length: ClassVar[bool] = True
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        return b"".join(memory.read(base, length)
-                        for base, length in _read_iovecs(address, args[self.count_at], abi, memory))
+        return _gather(address, args[self.count_at], abi, memory)
 
 
 @dataclass(frozen=True)
@@ -317,21 +431,234 @@ class IovecOut(Arg):
 
     count: str
     count_at: int = field(default=-1, kw_only=True)
-    writes_memory: ClassVar[bool] = True
+    replicates: ClassVar[bool] = True
     references: ClassVar[tuple[str, ...]] = ("count",)
 
-    def replicate(self, source: int, target: int, leader_args: tuple[int, ...], result: int,
-                  abi: Abi, leader_memory: Memory, follower_memory: Memory) -> None:
-        if result <= 0:
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if into.result > 0:
+            count = into.leader_args[self.count_at]
+            _scatter(_gather(source, count, into.abi, into.leader, into.result),
+                     target, count, into.abi, into.follower)
+
+
+_INT = 4  # bytes of a C int, on both ABIs
+
+
+def _int(raw: bytes) -> int:
+    return int.from_bytes(raw[:_INT], "little")
+
+
+@dataclass(frozen=True)
+class PollFds(InOutArray):
+    """poll's pollfd array: fd and events are compared, not revents, which only the
+    kernel writes (programs leave it uninitialised); the leader's revents are replicated."""
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        raw = memory.read(address, abi.struct_sizes[self.struct] * args[self.count_at])
+        return tuple(raw[i:i + 6] for i in range(0, len(raw), abi.struct_sizes[self.struct]))
+
+
+@dataclass(frozen=True)
+class FdSet(Arg):
+    """A select fd_set of argument `nfds` bits (whole longs), read and written by the kernel."""
+
+    nfds: str
+    nfds_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("nfds",)
+    replicates: ClassVar[bool] = True
+
+    def size(self, args: tuple[int, ...], abi: Abi) -> int:
+        bits = 8 * abi.word_size
+        return (max(signed(args[self.nfds_at], 32), 0) + bits - 1) // bits * abi.word_size
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        return memory.read(address, self.size(args, abi))
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        into.copy(source, target, self.size(into.leader_args, into.abi))
+
+
+@dataclass(frozen=True)
+class Timeout(Arg):
+    """A relative timeout (a timespec or timeval; NULL waits forever). Programs compute it
+    from a clock that moves between the variants' reads, so only what it means is
+    compared: forever, no wait, or a while."""
+
+    struct: str
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        return "a while" if any(memory.read(address, abi.struct_sizes[self.struct])) else "no wait"
+
+
+@dataclass(frozen=True)
+class UpdatedTimeout(Timeout):
+    """A Timeout the kernel overwrites with the time left (select, pselect6, ppoll)."""
+
+    replicates: ClassVar[bool] = True
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        into.copy(source, target, into.abi.struct_sizes[self.struct])
+
+
+@dataclass(frozen=True)
+class Deadline(Arg):
+    """A time that is absolute when argument `flags` has bit `absolute` (TIMER_ABSTIME),
+    else relative. An absolute deadline is computed from a clock read that differs by
+    microseconds between the variants: only that it is absolute is compared."""
+
+    struct: str
+    flags: str
+    absolute: int = 1
+    flags_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("flags",)
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        if args[self.flags_at] & self.absolute:
+            return "absolute"
+        return memory.read(address, abi.struct_sizes[self.struct])
+
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+@dataclass(frozen=True)
+class FileTimes(Arg):
+    """utimensat's two timespecs: a tv_sec beside UTIME_NOW or UTIME_OMIT is ignored by
+    the kernel, and programs (tar) leave it uninitialised: it is not compared."""
+
+    struct: str
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        half = abi.struct_sizes[self.struct] // 2
+        raw = memory.read(address, 4 * half)
+        times = []
+        for start in (0, 2 * half):
+            seconds, nanoseconds = raw[start:start + half], _int(raw[start + half:start + 2 * half])
+            times.append((None if nanoseconds in (UTIME_NOW, UTIME_OMIT) else seconds, nanoseconds))
+        return tuple(times)
+
+
+@dataclass(frozen=True)
+class OutSized(Arg):
+    """Bytes written by the kernel into a buffer whose size is the int at pointer argument
+    `length`, which the kernel sets to the full size (a socket address, a socket option):
+    the follower gets them, as many as its buffer holds, and the leader's length."""
+
+    length: str
+    length_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("length",)
+    pointer_references: ClassVar[tuple[str, ...]] = ("length",)
+    replicates: ClassVar[bool] = True
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        length_source, length_target = into.leader_args[self.length_at], into.follower_args[self.length_at]
+        if is_error(into.result) or not (length_source and length_target):
             return
-        count = leader_args[self.count_at]
-        data = b"".join(leader_memory.read(base, length)
-                        for base, length in _read_iovecs(source, count, abi, leader_memory))[:result]
-        for base, length in _read_iovecs(target, count, abi, follower_memory):
-            if not data:
-                break
-            follower_memory.write(base, data[:length])
-            data = data[length:]
+        room = _int(into.follower.read(length_target, _INT))
+        into.copy(source, target, min(_int(into.leader.read(length_source, _INT)), room))
+        into.copy(length_source, length_target, _INT)
+
+
+@dataclass(frozen=True)
+class EpollEvent(Arg):
+    """epoll_ctl's event: its events are compared. Its data is the program's cookie (often
+    a pointer) that epoll_wait hands back: for an ADD or a MOD (argument `op`), each
+    follower's is remembered against the leader's, so that the events the leader waits
+    for reach each follower with its own (EpollEvents)."""
+
+    epfd: str
+    op: str
+    epfd_at: int = field(default=-1, kw_only=True)
+    op_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("epfd", "op")
+    replicates: ClassVar[bool] = True
+    registers: ClassVar[tuple[int, ...]] = (1, 3)  # EPOLL_CTL_ADD, EPOLL_CTL_MOD
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        return memory.read(address, _INT)
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if into.result == 0 and into.leader_args[self.op_at] in self.registers:
+            leader_data = int.from_bytes(into.leader.read(source + _INT, 8), "little")
+            into.cookies[(into.leader_args[self.epfd_at], leader_data)] = \
+                int.from_bytes(into.follower.read(target + _INT, 8), "little")
+
+
+@dataclass(frozen=True)
+class EpollEvents(Arg):
+    """epoll_wait's ready list: the return value's epoll_events, each data turned into the
+    follower's own cookie for that file descriptor (see EpollEvent)."""
+
+    struct: ClassVar[str] = "epoll_event"
+    epfd: str
+    epfd_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("epfd",)
+    replicates: ClassVar[bool] = True
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if into.result <= 0:
+            return
+        size = into.abi.struct_sizes[self.struct]
+        raw = into.leader.read(source, size * into.result)
+        epfd = into.leader_args[self.epfd_at]
+        events = []
+        for start in range(0, len(raw), size):
+            data = int.from_bytes(raw[start + _INT:start + size], "little")
+            data = into.cookies.get((epfd, data), data)
+            events.append(raw[start:start + _INT] + data.to_bytes(8, "little"))
+        into.follower.write(target, b"".join(events))
+
+
+# struct msghdr: name, namelen, iov, iovlen, control, controllen, flags: each in a word
+# of its own on both ABIs (the ints are padded on x86_64).
+_MSGHDR_WORDS = 7
+_NAMELEN, _CONTROLLEN, _MSG_FLAGS = 1, 5, 6
+
+
+def _msghdr(address: int, abi: Abi, memory: Memory) -> tuple[int, ...]:
+    return abi.unpack_words(memory.read(address, _MSGHDR_WORDS * abi.word_size))
+
+
+@dataclass(frozen=True)
+class MsgIn(Arg):
+    """sendmsg's msghdr: what is sent is compared: the address, the data (the iovecs
+    concatenated), the control messages and the flags."""
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        name, namelen, iov, iovlen, control, controllen, flags = _msghdr(address, abi, memory)
+        return (_sockaddr_meaning(memory.read(name, namelen & 0xFFFFFFFF)) if name else NULL,
+                _gather(iov, iovlen, abi, memory),
+                memory.read(control, min(controllen, MAX_COMPARED_BYTES)) if control else NULL,
+                flags & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class MsgOut(Arg):
+    """recvmsg's msghdr: the room asked for is compared (address, each iovec, control);
+    each follower gets, in its own buffers, the leader's address, data (the return
+    value's bytes), control messages, their lengths and the flags."""
+
+    replicates: ClassVar[bool] = True
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        name, namelen, iov, iovlen, control, controllen, _ = _msghdr(address, abi, memory)
+        return (namelen & 0xFFFFFFFF if name else NULL,
+                tuple(length for _, length in _read_iovecs(iov, iovlen, abi, memory)),
+                controllen if control else NULL)
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        if is_error(into.result):
+            return
+        abi, word = into.abi, into.abi.word_size
+        leader, follower = _msghdr(source, abi, into.leader), _msghdr(target, abi, into.follower)
+        if leader[0] and follower[0]:
+            into.copy(leader[0], follower[0], min(leader[_NAMELEN], follower[_NAMELEN]) & 0xFFFFFFFF)
+        _scatter(_gather(leader[2], leader[3], abi, into.leader, into.result),
+                 follower[2], follower[3], abi, into.follower)
+        if leader[4] and follower[4]:
+            into.copy(leader[4], follower[4], min(leader[_CONTROLLEN], follower[_CONTROLLEN]))
+        for field_at in (_NAMELEN, _CONTROLLEN, _MSG_FLAGS):
+            into.copy(source + field_at * word, target + field_at * word, word)
 
 
 @dataclass(frozen=True)
@@ -396,6 +723,8 @@ class Syscall:
     local_when: tuple[str, int] | None = None
     # The kernel raises SIGPIPE with EPIPE: a leader-only call must raise it in the others too.
     sigpipe_on_epipe: bool = False
+    # (argument, bits): with those bits set, EPIPE raises no SIGPIPE (MSG_NOSIGNAL).
+    sigpipe_unless: tuple[str, int] | None = None
     # LEADER_FIRST: (argument, bits) cleared in the others' call, which must not redo
     # what the leader's did (O_CREAT | O_EXCL | O_TRUNC).
     follower_clears: tuple[str, int] | None = None
@@ -410,14 +739,29 @@ class Syscall:
     # The call returns from a signal handler (rt_sigreturn): mvee.signals counts the
     # handlers still running, and a signal stop right after it was not met in user code.
     returns_from_handler: bool = False
+    # (argument, {value: policy}): the policy for those values of that argument instead
+    # of `policy` (fcntl's record locks run in the leader only).
+    policy_cases: tuple[str, dict[int, Policy]] | None = field(default=None, hash=False)
+    # LEADER_FIRST (accept): (fd argument, flags argument or None): the others run
+    # fcntl(fd, F_DUPFD[_CLOEXEC as SOCK_CLOEXEC says], the leader's new fd) instead, a
+    # placeholder at the same number (every I/O on it runs in the leader).
+    follower_duplicates: tuple[str, str | None] | None = None
+    # A multiplexer (i386 socketcall): its first argument selects a row, named here with
+    # the number of words of its arguments, which the second argument points to.
+    multiplexes: dict[int, tuple[str, int]] | None = field(default=None, hash=False)
+    # UNSUPPORTED: why.
+    reason: str | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     follower_clears_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    sigpipe_unless_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     changes_mappings_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    policy_cases_at: tuple[int, dict[int, Policy]] | None = field(init=False, repr=False, compare=False)
+    follower_duplicates_at: tuple[int, int | None] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
-    writes_memory: bool = field(init=False, repr=False, compare=False)
+    replicates: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -436,14 +780,22 @@ class Syscall:
 
         object.__setattr__(self, "local_when_at", bits_at(self.local_when))
         object.__setattr__(self, "follower_clears_at", bits_at(self.follower_clears))
+        object.__setattr__(self, "sigpipe_unless_at", bits_at(self.sigpipe_unless))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
         object.__setattr__(self, "changes_mappings_at", pair_at(self.changes_mappings))
+        object.__setattr__(self, "policy_cases_at", self.policy_cases and (
+            position(self.policy_cases[0]), self.policy_cases[1]))
+        object.__setattr__(self, "follower_duplicates_at", self.follower_duplicates and (
+            position(self.follower_duplicates[0]),
+            None if self.follower_duplicates[1] is None else position(self.follower_duplicates[1])))
         kinds = [kind for arg in args for kind in arg.kinds()]
         object.__setattr__(self, "names_processes", any(isinstance(k, Pid) for k in kinds))
-        object.__setattr__(self, "writes_memory", any(k.writes_memory for k in kinds))
+        object.__setattr__(self, "replicates", any(k.replicates for k in kinds))
         object.__setattr__(self, "dependent", any(isinstance(arg, Depends) for arg in args))
 
     def policy_for(self, args: tuple[int, ...]) -> Policy:
         if self.local_when_at and args[self.local_when_at[0]] & self.local_when_at[1]:
             return Policy.LOCAL
+        if self.policy_cases_at:
+            return self.policy_cases_at[1].get(args[self.policy_cases_at[0]], self.policy)
         return self.policy

@@ -16,24 +16,38 @@ from mvee.syscall_spec import (
     ALL_ABIS,
     Addr,
     CString,
+    Deadline,
     Depends,
+    EpollEvent,
+    EpollEvents,
     Fd,
+    FdSet,
+    FileTimes,
     Flags,
     Ignored,
     InBuffer,
-    InOutArray,
+    InOutLock,
     InStruct,
     Int,
     IovecIn,
     IovecOut,
+    Lock,
+    Millis,
+    MsgIn,
+    MsgOut,
     OutBuffer,
+    OutPages,
+    OutSized,
     OutStruct,
     Pid,
     Policy,
+    PollFds,
     SigAction,
     SockAddr,
     StringArray,
     Syscall,
+    Timeout,
+    UpdatedTimeout,
 )
 
 EACH = Policy.EACH
@@ -66,18 +80,58 @@ IOCTL_ARGUMENT = Depends("arg", on="request", cases={
     0x5421: InStruct("on", "int"),  # FIONBIO
     0x5451: Int("unused"),  # FIOCLEX
     0x5450: Int("unused"),  # FIONCLEX
+    0x40049409: Fd("src_fd"),  # FICLONE (cp, install): the leader's file shares the extents
+    0x4020940D: InStruct("range", "file_clone_range"),  # FICLONERANGE
 })
 
-# fcntl commands take an integer, or nothing (the register then holds garbage), but
-# record locks: variants are separate processes whose locks would conflict with each
-# other, so those are unsupported.
-FCNTL_ARGUMENT = Depends("arg", on="cmd", default=Int("arg"), cases={
-    **dict.fromkeys((1, 3, 9, 11, 1025, 1032, 1034), Ignored("unused")),  # F_GETFD, F_GETFL ...
-    **dict.fromkeys((5, 6, 7,  # F_GETLK, F_SETLK, F_SETLKW
-                     12, 13, 14,  # the same, 64-bit on i386
-                     36, 37, 38),  # open-file-description locks
-                    None),
-})
+# fcntl commands take an integer, or nothing (the register then holds garbage), or a
+# struct flock: record locks (F_GETLK, F_SETLK, F_SETLKW), their 64-bit forms on i386
+# and open-file-description locks (F_OFD_*). fcntl64 reads OFD locks as flock64.
+F_GETLK, F_SETLK, F_SETLKW, F_GETLK64, F_SETLK64, F_SETLKW64 = 5, 6, 7, 12, 13, 14
+F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
+F_GETFD, F_GETFL = 1, 3
+LOCKS = (F_GETLK, F_SETLK, F_SETLKW, F_GETLK64, F_SETLK64, F_SETLKW64, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+
+
+def _fcntl_argument(ofd_lock: str) -> Depends:
+    return Depends("arg", on="cmd", default=Int("arg"), cases={
+        **dict.fromkeys((F_GETFD, F_GETFL, 9, 11, 1025, 1032, 1034), Ignored("unused")),  # ... F_GETPIPE_SZ
+        F_GETLK: InOutLock("lock", "flock"),
+        **dict.fromkeys((F_SETLK, F_SETLKW), Lock("lock", "flock")),
+        F_GETLK64: InOutLock("lock", "flock64"),
+        **dict.fromkeys((F_SETLK64, F_SETLKW64), Lock("lock", "flock64")),
+        F_OFD_GETLK: InOutLock("lock", ofd_lock),
+        **dict.fromkeys((F_OFD_SETLK, F_OFD_SETLKW), Lock("lock", ofd_lock)),
+    })
+
+
+# Variants are separate processes: a lock the leader holds would make a follower's
+# identical lock conflict (or wait forever), so locks are taken in the leader only and
+# their result is everyone's. A flag read returns the leader's flags: a follower's
+# placeholder for a socket it did not accept (accept) has its listener's.
+FCNTL_POLICIES = ("cmd", {**dict.fromkeys(LOCKS, LEADER),
+                          **dict.fromkeys((F_GETFD, F_GETFL), EACH_LEADER_RESULT)})
+
+# i386 socketcall(call, args): the row each call selects, with the number of words its
+# arguments take (send and recv are sendto and recvfrom without an address; accept is
+# accept4 without flags).
+SOCKETCALL = {
+    1: ("socket", 3), 2: ("bind", 3), 3: ("connect", 3), 4: ("listen", 2), 5: ("accept4", 3),
+    6: ("getsockname", 3), 7: ("getpeername", 3), 8: ("socketpair", 4), 9: ("sendto", 4),
+    10: ("recvfrom", 4), 11: ("sendto", 6), 12: ("recvfrom", 6), 13: ("shutdown", 2),
+    14: ("setsockopt", 5), 15: ("getsockopt", 5), 16: ("sendmsg", 3), 17: ("recvmsg", 3),
+    18: ("accept4", 4), 19: ("recvmmsg", 5), 20: ("sendmmsg", 4),
+}
+MSG_NOSIGNAL = 0x4000
+SOCKLEN = InStruct("addrlen", "int")  # an in/out length: compared as it goes in
+FD_SETS = tuple(FdSet(fds, nfds="nfds") for fds in ("readfds", "writefds", "exceptfds"))
+EPOLL_EVENTS = EpollEvents("events", epfd="epfd")
+
+
+PROCESSES = "processes and threads are not supported yet"
+SYSV_IPC = ("System V IPC: a shared-memory segment attached in every variant would take each "
+            "variant's writes (N times over), and one attached in the leader only would leave the "
+            "others without it; semaphores and message queues are not supported yet")
 
 
 def _stat(name: str, struct: str, abis: tuple[str, ...] = ALL_ABIS) -> list[Syscall]:
@@ -103,9 +157,6 @@ TABLE: list[Syscall] = [
     Syscall("_llseek", (Fd("fd"), Int("offset_high"), Int("offset_low"),
                         OutStruct("result", "loff_t"), Int("whence")), LEADER, I386_ONLY),
     Syscall("getdents64", (Fd("fd"), OutBuffer("dirp", length="count"), Int("count")), LEADER),
-    Syscall("poll", (InOutArray("fds", "pollfd", count="nfds"), Int("nfds"), Int("timeout")), LEADER),
-    Syscall("ppoll", (InOutArray("fds", "pollfd", count="nfds"), Int("nfds"), InStruct("tmo", "timespec"),
-                      InStruct("sigmask", "sigset"), Int("sigsetsize")), LEADER),
     Syscall("ioctl", (Fd("fd"), Flags("request"), IOCTL_ARGUMENT), LEADER),
     Syscall("fsync", (Fd("fd"),), LEADER),
     Syscall("fdatasync", (Fd("fd"),), LEADER),
@@ -126,12 +177,71 @@ TABLE: list[Syscall] = [
     Syscall("dup", (Fd("fd"),), EACH),
     Syscall("dup2", (Fd("oldfd"), Fd("newfd")), EACH),
     Syscall("dup3", (Fd("oldfd"), Fd("newfd"), Flags("flags")), EACH),
-    Syscall("fcntl", (Fd("fd"), Int("cmd"), FCNTL_ARGUMENT), EACH),
-    Syscall("fcntl64", (Fd("fd"), Int("cmd"), FCNTL_ARGUMENT), EACH, I386_ONLY),
+    Syscall("fcntl", (Fd("fd"), Int("cmd"), _fcntl_argument("flock")), EACH, policy_cases=FCNTL_POLICIES),
+    Syscall("fcntl64", (Fd("fd"), Int("cmd"), _fcntl_argument("flock64")), EACH, I386_ONLY,
+            policy_cases=FCNTL_POLICIES),
+    Syscall("flock", (Fd("fd"), Int("operation")), LEADER),
     Syscall("pipe", (OutStruct("fds", "fd_pair"),), EACH),
     Syscall("pipe2", (OutStruct("fds", "fd_pair"), Flags("flags")), EACH),
+    Syscall("eventfd", (Int("initval"),), EACH),
+    Syscall("eventfd2", (Int("initval"), Flags("flags")), EACH),
+    Syscall("timerfd_create", (Int("clockid"), Flags("flags")), EACH),
+    Syscall("signalfd", (Fd("fd"), InStruct("mask", "sigset"), Int("sizemask")), EACH),
+    Syscall("signalfd4", (Fd("fd"), InStruct("mask", "sigset"), Int("sizemask"), Flags("flags")), EACH),
+    Syscall("epoll_create", (Int("size"),), EACH),
+    Syscall("epoll_create1", (Flags("flags"),), EACH),
+    # --- sockets: made in each variant (a placeholder in the others), used by the leader ---
     Syscall("socket", (Int("domain"), Flags("type"), Int("protocol")), EACH),
+    Syscall("socketpair", (Int("domain"), Flags("type"), Int("protocol"), OutStruct("sv", "fd_pair")), EACH),
     Syscall("connect", (Fd("fd"), SockAddr("addr", length="addrlen"), Int("addrlen")), LEADER),
+    Syscall("bind", (Fd("fd"), SockAddr("addr", length="addrlen"), Int("addrlen")), LEADER),
+    Syscall("listen", (Fd("fd"), Int("backlog")), LEADER),
+    Syscall("accept", (Fd("fd"), OutSized("addr", length="addrlen"), SOCKLEN), LEADER_FIRST, X86_64_ONLY,
+            follower_duplicates=("fd", None)),
+    Syscall("accept4", (Fd("fd"), OutSized("addr", length="addrlen"), SOCKLEN, Flags("flags")), LEADER_FIRST,
+            follower_duplicates=("fd", "flags")),
+    Syscall("getsockname", (Fd("fd"), OutSized("addr", length="addrlen"), SOCKLEN), LEADER),
+    Syscall("getpeername", (Fd("fd"), OutSized("addr", length="addrlen"), SOCKLEN), LEADER),
+    Syscall("setsockopt", (Fd("fd"), Int("level"), Int("optname"), InBuffer("optval", length="optlen"),
+                           Int("optlen")), LEADER),
+    Syscall("getsockopt", (Fd("fd"), Int("level"), Int("optname"), OutSized("optval", length="optlen"),
+                           InStruct("optlen", "int")), LEADER),
+    Syscall("shutdown", (Fd("fd"), Int("how")), LEADER),
+    Syscall("sendto", (Fd("fd"), InBuffer("buf", length="len"), Int("len"), Flags("flags"),
+                       SockAddr("dest_addr", length="addrlen"), Int("addrlen")), LEADER,
+            sigpipe_on_epipe=True, sigpipe_unless=("flags", MSG_NOSIGNAL)),
+    Syscall("recvfrom", (Fd("fd"), OutBuffer("buf", length="len"), Int("len"), Flags("flags"),
+                         OutSized("src_addr", length="addrlen"), SOCKLEN), LEADER),
+    Syscall("sendmsg", (Fd("fd"), MsgIn("msg"), Flags("flags")), LEADER,
+            sigpipe_on_epipe=True, sigpipe_unless=("flags", MSG_NOSIGNAL)),
+    Syscall("recvmsg", (Fd("fd"), MsgOut("msg"), Flags("flags")), LEADER),
+    # --- waiting for file descriptors: the leader waits, the others get what it found ---
+    Syscall("poll", (PollFds("fds", "pollfd", count="nfds"), Int("nfds"), Millis("timeout")), LEADER),
+    Syscall("ppoll", (PollFds("fds", "pollfd", count="nfds"), Int("nfds"), UpdatedTimeout("tmo", "timespec"),
+                      InStruct("sigmask", "sigset"), Int("sigsetsize")), LEADER),
+    Syscall("ppoll_time64", (PollFds("fds", "pollfd", count="nfds"), Int("nfds"),
+                             UpdatedTimeout("tmo", "timespec64"), InStruct("sigmask", "sigset"),
+                             Int("sigsetsize")), LEADER, I386_ONLY),
+    *(Syscall(name, (Int("nfds"), *FD_SETS, UpdatedTimeout("timeout", "timeval")), LEADER, abis)
+      for name, abis in (("select", X86_64_ONLY), ("_newselect", I386_ONLY))),
+    # The sixth argument points to {sigset pointer, size}: only its NULL-ness is compared.
+    *(Syscall(name, (Int("nfds"), *FD_SETS, UpdatedTimeout("timeout", struct), Addr("sigmask")), LEADER, abis)
+      for name, struct, abis in (("pselect6", "timespec", ALL_ABIS),
+                                 ("pselect6_time64", "timespec64", I386_ONLY))),
+    Syscall("epoll_ctl", (Fd("epfd"), Int("op"), Fd("fd"), EpollEvent("event", epfd="epfd", op="op")),
+            LEADER),
+    Syscall("epoll_wait", (Fd("epfd"), EPOLL_EVENTS, Int("maxevents"), Millis("timeout")), LEADER),
+    Syscall("epoll_pwait", (Fd("epfd"), EPOLL_EVENTS, Int("maxevents"), Millis("timeout"),
+                            InStruct("sigmask", "sigset"), Int("sigsetsize")), LEADER),
+    Syscall("epoll_pwait2", (Fd("epfd"), EPOLL_EVENTS, Int("maxevents"), Timeout("timeout", "timespec64"),
+                             InStruct("sigmask", "sigset"), Int("sigsetsize")), LEADER),
+    # A timerfd ticks in the leader, whose reads of it are everyone's.
+    *(Syscall(name, (Fd("fd"), Flags("flags"), Deadline("new", struct, flags="flags"),
+                     OutStruct("old", struct)), LEADER, abis)
+      for name, struct, abis in (("timerfd_settime", "itimerspec", ALL_ABIS),
+                                 ("timerfd_settime64", "itimerspec64", I386_ONLY))),
+    Syscall("timerfd_gettime", (Fd("fd"), OutStruct("curr", "itimerspec")), LEADER),
+    Syscall("timerfd_gettime64", (Fd("fd"), OutStruct("curr", "itimerspec64")), LEADER, I386_ONLY),
     Syscall("fadvise64", (Fd("fd"), Int("offset"), Int("len"), Int("advice")), EACH),
     Syscall("fadvise64_64", (Fd("fd"), Int("offset_lo"), Int("offset_hi"), Int("len_lo"),
                              Int("len_hi"), Int("advice")), EACH, I386_ONLY),
@@ -169,7 +279,10 @@ TABLE: list[Syscall] = [
     Syscall("renameat2", (AT_FD, CString("oldpath"), Fd("newdirfd"), CString("newpath"),
                           Flags("flags")), LEADER),
     Syscall("link", (CString("oldpath"), CString("newpath")), LEADER),
+    Syscall("linkat", (AT_FD, CString("oldpath"), Fd("newdirfd"), CString("newpath"), Flags("flags")),
+            LEADER),
     Syscall("symlink", (CString("target"), CString("linkpath")), LEADER),
+    Syscall("symlinkat", (CString("target"), Fd("newdirfd"), CString("linkpath")), LEADER),
     Syscall("chmod", (CString("path"), Int("mode")), LEADER),
     Syscall("fchmod", (Fd("fd"), Int("mode")), LEADER),
     Syscall("fchmodat", (AT_FD, CString("path"), Int("mode")), LEADER),
@@ -178,11 +291,19 @@ TABLE: list[Syscall] = [
     Syscall("lchown", (CString("path"), Int("owner"), Int("group")), LEADER),
     Syscall("fchownat", (AT_FD, CString("path"), Int("owner"), Int("group"), Flags("flags")),
             LEADER),
-    Syscall("utimensat", (AT_FD, CString("path"), InStruct("times", "timespec", 2),
-                          Flags("flags")), LEADER),
-    Syscall("utimensat_time64", (AT_FD, CString("path"), InStruct("times", "timespec64", 2),
-                                 Flags("flags")), LEADER, I386_ONLY),
+    Syscall("utimensat", (AT_FD, CString("path"), FileTimes("times", "timespec"), Flags("flags")), LEADER),
+    Syscall("utimensat_time64", (AT_FD, CString("path"), FileTimes("times", "timespec64"), Flags("flags")),
+            LEADER, I386_ONLY),
     Syscall("truncate", (CString("path"), Int("length")), LEADER),
+    Syscall("truncate64", (CString("path"), Int("length_lo"), Int("length_hi")), LEADER, I386_ONLY),
+    Syscall("ftruncate64", (Fd("fd"), Int("length_lo"), Int("length_hi")), LEADER, I386_ONLY),
+    *(Syscall(name, (CString("path"), Int("owner"), Int("group")), LEADER, I386_ONLY)
+      for name in ("chown32", "lchown32")),
+    Syscall("fchown32", (Fd("fd"), Int("owner"), Int("group")), LEADER, I386_ONLY),
+    Syscall("mknod", (CString("path"), Int("mode"), Int("dev")), LEADER),
+    Syscall("mknodat", (AT_FD, CString("path"), Int("mode"), Int("dev")), LEADER),
+    Syscall("sync", (), LEADER),
+    Syscall("syncfs", (Fd("fd"),), LEADER),
     Syscall("getxattr", (CString("path"), CString("name"), OutBuffer("value", length="size"), Int("size")),
             LEADER),
     Syscall("lgetxattr", (CString("path"), CString("name"), OutBuffer("value", length="size"), Int("size")),
@@ -191,6 +312,12 @@ TABLE: list[Syscall] = [
     Syscall("listxattr", (CString("path"), OutBuffer("list", length="size"), Int("size")), LEADER),
     Syscall("llistxattr", (CString("path"), OutBuffer("list", length="size"), Int("size")), LEADER),
     Syscall("flistxattr", (Fd("fd"), OutBuffer("list", length="size"), Int("size")), LEADER),
+    *(Syscall(name, (CString("path"), CString("name"), InBuffer("value", length="size"), Int("size"),
+                     Flags("flags")), LEADER) for name in ("setxattr", "lsetxattr")),
+    Syscall("fsetxattr", (Fd("fd"), CString("name"), InBuffer("value", length="size"), Int("size"),
+                          Flags("flags")), LEADER),
+    *(Syscall(name, (CString("path"), CString("name")), LEADER) for name in ("removexattr", "lremovexattr")),
+    Syscall("fremovexattr", (Fd("fd"), CString("name")), LEADER),
     # --- memory: each variant shapes its own address space, at its own pace ---
     Syscall("brk", (Addr("addr"),), LOCAL),
     # i386's "mmap" (90) is old_mmap, whose one argument points to these six.
@@ -203,6 +330,9 @@ TABLE: list[Syscall] = [
     Syscall("munmap", (Addr("addr"), Int("length")), LOCAL, changes_mappings=RANGE),
     Syscall("mprotect", (Addr("addr"), Int("length"), Flags("prot")), LOCAL, changes_mappings=RANGE),
     Syscall("madvise", (Addr("addr"), Int("length"), Int("advice")), LOCAL, changes_mappings=RANGE),
+    # Which pages of the range are resident: the leader's answer (for its own mapping of
+    # the same range) is everyone's.
+    Syscall("mincore", (Addr("addr"), Int("length"), OutPages("vec", length="length")), LEADER),
     Syscall("mremap", (Addr("old_address"), Int("old_size"), Int("new_size"), Flags("flags"),
                        Addr("new_address")), LOCAL, changes_mappings=("old_address", "old_size")),
     # --- the process itself ---
@@ -230,11 +360,11 @@ TABLE: list[Syscall] = [
     Syscall("exit", (Int("status"),), EACH),
     Syscall("exit_group", (Int("status"),), EACH),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
-    Syscall("fork", (), UNSUPPORTED),
-    Syscall("vfork", (), UNSUPPORTED),
+    Syscall("fork", (), UNSUPPORTED, reason=PROCESSES),
+    Syscall("vfork", (), UNSUPPORTED, reason=PROCESSES),
     Syscall("clone", (Flags("flags"), Ignored("stack"), Ignored("parent_tid"), Ignored("tls"),
-                      Ignored("child_tid")), UNSUPPORTED),
-    Syscall("clone3", (Ignored("args"), Int("size")), UNSUPPORTED),
+                      Ignored("child_tid")), UNSUPPORTED, reason=PROCESSES),
+    Syscall("clone3", (Ignored("args"), Int("size")), UNSUPPORTED, reason=PROCESSES),
     # --- identity and the outside world: virtualised to the leader's values ---
     Syscall("getpid", (), LEADER),
     Syscall("getppid", (), LEADER),
@@ -242,6 +372,10 @@ TABLE: list[Syscall] = [
     Syscall("getpgrp", (), LEADER),
     Syscall("getpgid", (Pid("pid"),), LEADER),
     Syscall("getsid", (Pid("pid"),), LEADER),
+    # Each variant is a process of its own: it joins or makes its own group (session), whose
+    # number is the leader's.
+    Syscall("setpgid", (Pid("pid"), Pid("pgid")), EACH, foreign_process=LEADER),
+    Syscall("setsid", (), EACH_LEADER_RESULT),
     *(Syscall(name, (), LEADER) for name in ("getuid", "geteuid", "getgid", "getegid")),
     *(Syscall(name, (), LEADER, I386_ONLY) for name in ("getuid32", "geteuid32", "getgid32", "getegid32")),
     Syscall("getgroups", (Int("size"), OutBuffer("list", length="size", unit=4)), LEADER),
@@ -251,6 +385,9 @@ TABLE: list[Syscall] = [
             LEADER),
     Syscall("getresgid", (OutStruct("r", "int"), OutStruct("e", "int"), OutStruct("s", "int")),
             LEADER),
+    *(Syscall(name, (OutStruct("r", "int"), OutStruct("e", "int"), OutStruct("s", "int")), LEADER, I386_ONLY)
+      for name in ("getresuid32", "getresgid32")),
+    Syscall("getpriority", (Int("which"), Pid("who")), LEADER),
     Syscall("uname", (OutStruct("buf", "utsname"),), LEADER),
     Syscall("sysinfo", (OutStruct("info", "sysinfo"),), LEADER),
     Syscall("getrandom", (OutBuffer("buf", length="buflen"), Int("buflen"), Flags("flags")), LEADER),
@@ -268,10 +405,10 @@ TABLE: list[Syscall] = [
     Syscall("clock_getres_time64", (Int("clockid"), OutStruct("res", "timespec64")), LEADER,
             I386_ONLY),
     Syscall("nanosleep", (InStruct("req", "timespec"), OutStruct("rem", "timespec")), LEADER),
-    Syscall("clock_nanosleep", (Int("clockid"), Flags("flags"), InStruct("req", "timespec"),
+    Syscall("clock_nanosleep", (Int("clockid"), Flags("flags"), Deadline("req", "timespec", flags="flags"),
                                 OutStruct("rem", "timespec")), LEADER),
     Syscall("clock_nanosleep_time64", (Int("clockid"), Flags("flags"),
-                                       InStruct("req", "timespec64"),
+                                       Deadline("req", "timespec64", flags="flags"),
                                        OutStruct("rem", "timespec64")), LEADER, I386_ONLY),
     Syscall("wait4", (Pid("pid"), OutStruct("status", "int"), Flags("options"),
                       OutStruct("rusage", "rusage")), LEADER),
@@ -296,23 +433,81 @@ TABLE: list[Syscall] = [
     Syscall("setitimer", (Int("which"), InStruct("new", "itimerval"), OutStruct("old", "itimerval")),
             LEADER),
     Syscall("getitimer", (Int("which"), OutStruct("curr", "itimerval")), LEADER),
-    # Absolute expiries are computed from each variant's own clock read (vDSO), so they
-    # differ legitimately; the sigevent holds a layout-dependent sigev_value.
+    # The sigevent holds a layout-dependent sigev_value.
     Syscall("timer_create", (Int("clockid"), Ignored("sevp"), OutStruct("timerid", "int")), LEADER),
-    Syscall("timer_settime", (Int("timerid"), Flags("flags"), Ignored("new"), OutStruct("old", "itimerspec")),
-            LEADER),
-    Syscall("timer_settime64", (Int("timerid"), Flags("flags"), Ignored("new"),
+    Syscall("timer_settime", (Int("timerid"), Flags("flags"), Deadline("new", "itimerspec", flags="flags"),
+                              OutStruct("old", "itimerspec")), LEADER),
+    Syscall("timer_settime64", (Int("timerid"), Flags("flags"),
+                                Deadline("new", "itimerspec64", flags="flags"),
                                 OutStruct("old", "itimerspec64")), LEADER, I386_ONLY),
     Syscall("timer_gettime", (Int("timerid"), OutStruct("curr", "itimerspec")), LEADER),
     Syscall("timer_gettime64", (Int("timerid"), OutStruct("curr", "itimerspec64")), LEADER, I386_ONLY),
     Syscall("timer_getoverrun", (Int("timerid"),), LEADER),
     Syscall("timer_delete", (Int("timerid"),), LEADER),
-    # i386 multiplexers: their sub-calls would each need their own row.
-    Syscall("socketcall", (Int("call"), Ignored("args")), UNSUPPORTED, I386_ONLY),
+    # i386 multiplexers. socketcall is decoded as the row its call selects; one that
+    # selects none stops the run.
+    Syscall("socketcall", (Int("call"), Addr("args")), UNSUPPORTED, I386_ONLY, multiplexes=SOCKETCALL,
+            reason="its call number selects no socket call the monitor knows"),
     Syscall("ipc", (Int("call"), Ignored("first"), Ignored("second"), Ignored("third"),
-                    Ignored("ptr"), Ignored("fifth")), UNSUPPORTED, I386_ONLY),
+                    Ignored("ptr"), Ignored("fifth")), UNSUPPORTED, I386_ONLY, reason=SYSV_IPC),
 ]
 
 # ABI name -> syscall name -> row: what the engine looks a stopped call up in.
 BY_ABI: dict[str, dict[str, Syscall]] = {
     abi: {spec.name: spec for spec in TABLE if abi in spec.abis} for abi in ALL_ABIS}
+
+# Syscalls without a row (in an ABI: i386's mmap and select are old calls of one pointer,
+# x86_64's are rows), by the reason they stop the run (an alarm gives it).
+_REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
+    PROCESSES: (
+        "waitid", "waitpid", "execveat", "get_robust_list", "get_thread_area", "modify_ldt", "kcmp",
+        "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
+        "process_vm_readv", "process_vm_writev", "ptrace", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+        "futex_time64", "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
+    "changing credentials is not supported: each variant would change its own, and a "
+    "leader-only change would leave the others with different rights": (
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+        "setgroups", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
+        "setfsuid32", "setfsgid32", "setgroups32", "capset", "capget"),
+    "a system administrator's call (machine-wide state, privileges), refused under the monitor": (
+        "_sysctl", "acct", "adjtimex", "clock_adjtime", "clock_adjtime64", "clock_settime", "clock_settime64",
+        "settimeofday", "stime", "sethostname", "setdomainname", "reboot", "kexec_load", "kexec_file_load",
+        "init_module", "finit_module", "delete_module", "create_module", "query_module", "get_kernel_syms",
+        "mount", "umount", "umount2", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsconfig",
+        "fsmount", "fspick", "pivot_root", "chroot", "swapon", "swapoff", "quotactl", "quotactl_fd",
+        "syslog", "vhangup", "ioperm", "iopl", "nfsservctl", "bdflush", "lookup_dcookie", "sysfs",
+        "ustat", "uselib", "bpf", "perf_event_open", "fanotify_init", "fanotify_mark", "userfaultfd",
+        "name_to_handle_at", "open_by_handle_at", "landlock_create_ruleset", "landlock_add_rule",
+        "landlock_restrict_self", "add_key", "request_key", "keyctl", "idle"),
+    SYSV_IPC: ("shmget", "shmat", "shmdt", "shmctl", "semget", "semctl", "semop", "semtimedop",
+               "semtimedop_time64", "msgget", "msgsnd", "msgrcv", "msgctl"),
+    "POSIX message queues are not supported yet": (
+        "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_timedsend_time64",
+        "mq_timedreceive_time64", "mq_notify", "mq_getsetattr"),
+    "asynchronous I/O (the kernel completes it behind the monitor's back) is not supported": (
+        "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
+        "io_pgetevents_time64", "io_uring_setup", "io_uring_enter", "io_uring_register"),
+    "a memfd's contents would exist in the leader only (its writes run there) while each "
+    "variant maps its own: not supported": ("memfd_create", "memfd_secret"),
+    "memory placement, locking and protection keys are not supported yet": (
+        "mbind", "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages",
+        "mlock", "mlock2", "mlockall", "munlock", "munlockall", "msync", "remap_file_pages",
+        "pkey_alloc", "pkey_free", "pkey_mprotect"),
+    "scheduling and I/O priorities are not supported yet": (
+        "setpriority", "nice", "sched_setaffinity", "sched_setparam", "sched_getparam", "sched_setscheduler",
+        "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
+        "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
+    "not supported yet (no row)": (
+        "close_range", "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
+        "readahead", "splice", "tee", "vmsplice", "sync_file_range", "recvmmsg", "recvmmsg_time64",
+        "sendmmsg", "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
+        "rt_sigtimedwait", "rt_sigtimedwait_time64", "utime", "utimes", "futimesat", "epoll_ctl_old",
+        "epoll_wait_old"),
+    "an obsolete call that today's C libraries do not make": (
+        "break", "ftime", "gtty", "stty", "lock", "mpx", "prof", "profil", "ulimit", "afs_syscall",
+        "getpmsg", "putpmsg", "security", "tuxcall", "vserver", "oldstat", "oldfstat", "oldlstat",
+        "olduname", "oldolduname", "sigaction", "signal", "sigpending", "sigprocmask", "sigsuspend",
+        "sgetmask", "ssetmask", "select"),
+    "i386's old_mmap (one pointer to the six arguments) is not supported; C libraries call mmap2": ("mmap",),
+}
+REFUSED: dict[str, str] = {name: reason for reason, names in _REFUSED_BY_REASON.items() for name in names}

@@ -59,6 +59,9 @@ STRUCT_SIZES = {
     "long": 4,
     "fd_pair": 8,
     "loff_t": 8,
+    "flock": 16,
+    "flock64": 24,
+    "file_clone_range": 32,
     "user_desc": 16,
 }
 
