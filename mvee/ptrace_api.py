@@ -81,9 +81,13 @@ def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     return _raw.ptrace(request, pid, _word(addr), _word(data))
 
 
-def traceme_and_die_with_parent() -> None:
-    """In a freshly forked child: become a tracee that dies with the monitor."""
+def traceme_and_die_with_parent(parent: int) -> None:
+    """In a freshly forked child: become a tracee that dies with the monitor. A monitor
+    killed before the death signal was set leaves the child to init, which would then
+    become its tracer and keep it stopped for good: it ends here instead."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(127)
     _call(PTRACE_TRACEME, 0)
 
 

@@ -89,6 +89,7 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
     subprocess does, so the monitor can say why a program did not start.
     """
     error_read, error_write = os.pipe()
+    monitor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: only async-signal-safe work until execve
         try:
@@ -96,7 +97,7 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
             for signum in _RESET_SIGNALS:  # Python ignores SIGPIPE; a native run does not
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            ptrace_api.traceme_and_die_with_parent()
+            ptrace_api.traceme_and_die_with_parent(monitor)
             os.kill(os.getpid(), signal.SIGSTOP)
             os.execv(executable, argv)
         except OSError as error:
