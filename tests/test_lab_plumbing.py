@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from vm import accel, qemu
-from vm.pytest_plugin import InventoryError, load_inventory
+from vm.machines import accel, qemu
+from vm.machines.inventory import InventoryError, load
 
 
 def test_inventory_toml_and_json(tmp_path: Path) -> None:
     toml = tmp_path / "hosts.toml"
     toml.write_text('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "127.0.0.1"\nport = 2222\n')
-    [entry] = load_inventory(toml)
+    [entry] = load(toml)
     assert (entry.name, entry.target, entry.port, entry.user) == ("a", "bookworm-i386", 2222, "root")
     js = tmp_path / "hosts.json"
     js.write_text(json.dumps({"hosts": [{"name": "b", "target": "trixie-amd64-noia32", "host": "h",
                                          "key": "/k"}]}))
-    [entry] = load_inventory(js)
+    [entry] = load(js)
     assert (entry.port, entry.key) == (22, Path("/k"))
 
 
@@ -38,7 +38,7 @@ def test_inventory_errors_are_one_line(tmp_path: Path, text: str, message: str) 
     path = tmp_path / "hosts.toml"
     path.write_text(text)
     with pytest.raises(InventoryError, match=message) as error:
-        load_inventory(path)
+        load(path)
     assert "\n" not in str(error.value)
 
 

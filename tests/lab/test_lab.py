@@ -2,6 +2,8 @@
 
 Every test is parametrized over the boot targets with lab_targets() (one xdist
 group per target). What each target proves:
+- the machine is the target's: kernel architecture, IA-32 emulation on or off, and
+  a Python with python-ptrace and keystone;
 - a real program of the guest (gzip) runs in 2 variants with the native output;
 - a CPU-bound program with a timer whose handler makes syscalls gets its signals
   synchronously (no false alarm), for each ABI the target runs;
@@ -18,9 +20,9 @@ import shlex
 
 import pytest
 
-from vm.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
-from vm.lease import Machine
-from vm.pytest_plugin import lab_targets
+from vm.machines.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
+from vm.machines.lease import Machine
+from vm.machines.pytest_plugin import lab_targets
 
 NON_COMPLIANT_EXIT = 121
 ABIS = ("x86_64", "i386")
@@ -38,6 +40,17 @@ def _skip_unrunnable(machine: Machine, abi: str) -> None:
         if machine.target.arch == "i386":
             pytest.skip(f"{machine.name}: a 32-bit kernel runs no x86_64 binaries")
         pytest.skip(f"{machine.name}: IA-32 binaries cannot run with ia32_emulation=0")
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_machine_is_its_target(target: str, lab_machine: Machine) -> None:
+    """The machine leased for target (a VM, an inventory's host, a Vagrant machine) is one."""
+    ssh = lab_machine.ssh
+    assert ssh.run("uname -m", timeout=60).check().text.strip() == (
+        "i686" if lab_machine.target.arch == "i386" else "x86_64")
+    cmdline = ssh.run("cat /proc/cmdline", timeout=60).check().text.split()
+    assert ("ia32_emulation=0" in cmdline) == (not lab_machine.target.ia32)
+    assert ssh.run("python3 -c 'import ptrace, keystone; print(1)'", timeout=120).check().text.strip() == "1"
 
 
 @pytest.mark.parametrize("target", lab_targets())

@@ -1,6 +1,6 @@
 """The lab's images as local Vagrant boxes for vagrant-libvirt.
 
-``python -m vm.vagrant_box [NAME...]`` (scripts/package-boxes) makes a libvirt
+``python -m vm.images.boxes [NAME...]`` (scripts/package-boxes) makes a libvirt
 box of each built image (all recipes by default) and adds it to Vagrant as
 ``mvee-lab/<recipe>-<hash>``: the image's hash is in the box's name, so a box is
 added once per build and a rebuilt image gets a new box (and vagrant-libvirt a
@@ -39,8 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vm import cache, recipe, ssh_key
-from vm.build import BuildError, BuiltImage, _built_image, ensure_image, images_dir, recipe_hash
+from vm import cache
+from vm.images import recipe, ssh_key
+from vm.images.build import BuildError, BuiltImage, _built_image, ensure_image, images_dir, recipe_hash
 
 BOX_PREFIX = "mvee-lab/"
 BOOT_DIR = Path(os.environ.get("MVEE_VAGRANT_BOOT_DIR", "/var/lib/libvirt/boot/mvee-lab"))

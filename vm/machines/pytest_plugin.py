@@ -2,7 +2,8 @@
 
 Options:
   --lab                 run the tests marked ``lab`` (without it they are skipped, with a reason)
-  --lab-hosts FILE      use the SSH hosts of this inventory (TOML or JSON) instead of local VMs
+  --lab-hosts FILE      use the SSH hosts of this inventory (TOML or JSON, see vm.machines.inventory)
+                        instead of local VMs
   --lab-targets A,B     only these boot targets (default: every target of images/*.toml)
   --lab-results FILE    where the session's signal-delay table goes as JSON
                         (default <cache>/results/lab-signals.json)
@@ -10,21 +11,9 @@ Options:
 A lab test takes the ``lab_machine`` fixture and is parametrized over targets with
 ``lab_targets()``, which also marks each case ``xdist_group(<target>)``. With
 ``pytest -n N --dist loadgroup`` every target's tests go to one worker, which leases
-that target's VM once (restored from its golden snapshot, see vm.lease) and keeps
-it for them: no two workers ever share a VM, and a worker holds one VM at a time.
+that target's machine once from the session's backend (vm.machines.lease) and keeps
+it for them: no two workers ever share a machine, and a worker holds one at a time.
 ``--lab`` with ``-n`` switches xdist's default ``--dist load`` to ``loadgroup``.
-
-Inventory (``--lab-hosts``), one entry per host::
-
-    [[hosts]]
-    name = "old-laptop"          # free text, unique
-    target = "bookworm-i386"     # which boot target's expectations apply
-    host = "192.0.2.10"
-    port = 22                    # optional, default 22
-    user = "root"                # optional, default root; must be able to ptrace
-    key = "~/.ssh/id_ed25519"    # optional, default the lab's key
-
-or the same as JSON: ``{"hosts": [{...}, ...]}``.
 
 Lab tests record their signal statistics with ``lab_record_signals(report)``; at the end
 of the session the controller prints one table per target and writes it as JSON.
@@ -32,81 +21,27 @@ of the session the controller prints one table per target and writes it as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import time
-import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vm import cache
-from vm.lease import Machine, all_targets, release, restore, target_info
-from vm.ssh import SshClient, SshError
+from vm.machines.deploy import deploy_mvee
+from vm.machines.hosts import HostsBackend
+from vm.machines.inventory import InventoryError, load
+from vm.machines.lease import Backend, Machine, all_targets
+from vm.machines.qemu_backend import QemuBackend
 
 SIGNALS_PROPERTY = "lab_signals"
+BACKEND = pytest.StashKey[Backend]()
 SKIP_REASON = "lab test: boots QEMU VMs; run with --lab (and -n auto --dist loadgroup)"
-_HOST_FIELDS = {"name", "target", "host", "port", "user", "key"}
-
-
-class InventoryError(Exception):
-    """A --lab-hosts file that cannot be used; the message is one line."""
-
-
-@dataclass(frozen=True)
-class HostEntry:
-    name: str
-    target: str
-    host: str
-    port: int
-    user: str
-    key: Path
-
-
-def load_inventory(path: Path) -> list[HostEntry]:
-    """Parse and validate an inventory of SSH hosts (TOML or JSON)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InventoryError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise InventoryError(f"{path}: not valid {kind}: {e}") from None
-    hosts = data.get("hosts") if isinstance(data, dict) else None
-    if not isinstance(hosts, list) or not hosts:
-        raise InventoryError(f"{path}: expected a non-empty list 'hosts'")
-    known = all_targets()
-    entries: list[HostEntry] = []
-    for index, entry in enumerate(hosts):
-        where = f"{path}: hosts[{index}]"
-        if not isinstance(entry, dict):
-            raise InventoryError(f"{where}: must be a table")
-        unknown = sorted(set(entry) - _HOST_FIELDS)
-        if unknown:
-            raise InventoryError(f"{where}: unknown field {unknown[0]!r}")
-        for required in ("name", "target", "host"):
-            if not isinstance(entry.get(required), str) or not entry[required].strip():
-                raise InventoryError(f"{where}: field {required!r} must be a non-empty string")
-        if entry["target"] not in known:
-            raise InventoryError(f"{where}: unknown target {entry['target']!r} (known: {', '.join(known)})")
-        port = entry.get("port", 22)
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise InventoryError(f"{where}: field 'port' must be an integer from 1 to 65535")
-        for optional in ("user", "key"):
-            if optional in entry and (not isinstance(entry[optional], str) or not entry[optional].strip()):
-                raise InventoryError(f"{where}: field {optional!r} must be a non-empty string")
-        key = Path(entry.get("key", str(cache.cache_root() / "ssh" / "id_ed25519"))).expanduser()
-        if any(e.name == entry["name"] for e in entries):
-            raise InventoryError(f"{where}: duplicate name {entry['name']!r}")
-        entries.append(HostEntry(entry["name"], entry["target"], entry["host"], port,
-                                 entry.get("user", "root"), key))
-    return entries
 
 
 def lab_targets() -> list[Any]:
@@ -130,11 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: runs inside a lab VM or SSH host (needs --lab)")
     hosts = config.getoption("lab_hosts")
+    backend: Backend = QemuBackend()
     if hosts:
         try:
-            config._lab_inventory = load_inventory(Path(hosts))  # type: ignore[attr-defined]
+            backend = HostsBackend(load(Path(hosts)), hosts)
         except InventoryError as e:
             raise pytest.UsageError(f"--lab-hosts: {e}") from None
+    config.stash[BACKEND] = backend
     targets = config.getoption("lab_targets")
     if targets:
         unknown = sorted(set(targets.split(",")) - set(all_targets()))
@@ -163,6 +100,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in lab_items:
             item.add_marker(skip)
         return
+    offered = set(config.stash[BACKEND].targets())
+    for item in lab_items:
+        if _item_target(item) not in offered:
+            item.add_marker(pytest.mark.skip(reason=f"no machine for target {_item_target(item)}: "
+                                             f"{config.stash[BACKEND].describe()}"))
     wanted = config.getoption("lab_targets")
     if wanted:
         keep = set(wanted.split(","))
@@ -179,49 +121,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- machines ---
 
 class LabPool:
-    """The machines of this process: at most one leased VM at a time, kept across its target's tests."""
+    """The machines of this process: at most one leased at a time, kept across its target's tests."""
 
-    def __init__(self, inventory: list[HostEntry] | None) -> None:
-        self.inventory = inventory
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         self.current: Machine | None = None
+        self.lease = contextlib.ExitStack()
         self.failed: dict[str, str] = {}
 
     def get(self, target: str) -> Machine:
         if self.current is not None and self.current.name == target:
             return self.current
-        if target in self.failed:  # one failed boot per target, not one per test
+        if target in self.failed:  # one failed lease per target, not one per test
             pytest.fail(f"{target}: no machine (failed earlier in this session): {self.failed[target]}")
         self.close()
         try:
-            self.current = self._host(target) if self.inventory is not None else restore(target)
+            self.current = self.lease.enter_context(self.backend.lease(target))
         except Exception as e:
             self.failed[target] = str(e)
             raise
         return self.current
 
-    def _host(self, target: str) -> Machine:
-        assert self.inventory is not None
-        entry = next((e for e in self.inventory if e.target == target), None)
-        if entry is None:
-            pytest.skip(f"--lab-hosts names no host for target {target}")
-        start = time.monotonic()
-        try:
-            client = SshClient(entry.host, entry.port, entry.user, entry.key)
-        except SshError as e:
-            raise pytest.fail(f"lab host {entry.name}: {e}") from None
-        machine = Machine(target, target_info(target), client, None, time.monotonic() - start, "host")
-        machine.facts["host"] = entry.name
-        return machine
-
     def close(self) -> None:
-        if self.current is not None:
-            release(self.current)
-            self.current = None
+        self.current = None
+        self.lease.close()
 
 
 @pytest.fixture(scope="session")
 def lab_pool(request: pytest.FixtureRequest) -> Iterator[LabPool]:
-    pool = LabPool(getattr(request.config, "_lab_inventory", None))
+    pool = LabPool(request.config.stash[BACKEND])
     yield pool
     pool.close()
 
@@ -229,8 +157,6 @@ def lab_pool(request: pytest.FixtureRequest) -> Iterator[LabPool]:
 @pytest.fixture
 def lab_machine(lab_pool: LabPool, target: str) -> Machine:
     """The machine of this test's target, with the working tree's monitor deployed."""
-    from vm.deploy import deploy_mvee
-
     machine = lab_pool.get(target)
     if "deployed" not in machine.facts:
         deploy_mvee(machine)
