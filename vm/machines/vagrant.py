@@ -7,17 +7,25 @@ scripts/vagrant-lab writes its output to a file (``python -m vm.machines.vagrant
 inventory FILE``) that ``--lab-hosts`` reads. Vagrant is asked only when
 ``.vagrant/machines/*/libvirt/id`` says a machine was created, so that a plain
 ``pytest`` without machines costs no Vagrant start-up (seconds of Ruby).
+
+What a machine leaves in libvirt (scripts/vagrant-setup and scripts/vagrant-lab
+use these): ``orphans`` are domains of this Vagrantfile that .vagrant does not
+name (an interrupted ``vagrant up``), removed with their volumes; ``leftovers``
+lists every domain, volume and QEMU process of this Vagrantfile's machines (after
+``vagrant destroy -f``: none).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from vm import REPO_DIR
+from vm.images.recipe import all_boot_targets
 from vm.machines.hosts import HostsBackend
 from vm.machines.inventory import HostEntry, InventoryError, dump, from_ssh_config
 
@@ -71,17 +79,109 @@ def backend(entries: list[HostEntry], root: Path = REPO_DIR) -> HostsBackend:
     return HostsBackend(entries, f"the running Vagrant machines of {root / 'Vagrantfile'}", how="vagrant")
 
 
+# Both set-ups (the Vagrantfile's): as root, the session URI is a daemon of its own.
+LIBVIRT_URIS = ("qemu:///session", "qemu:///system")
+
+
+def domain_prefix(root: Path = REPO_DIR) -> str:
+    """vagrant-libvirt's domain names: <checkout directory>_<machine>, odd characters dropped."""
+    return re.sub(r"[^-a-z0-9_.]", "", root.name + "_", flags=re.IGNORECASE)
+
+
+def _virsh(uri: str, *arguments: str) -> list[str]:
+    proc = subprocess.run(["virsh", "-q", "-c", uri, *arguments], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=VAGRANT_TIMEOUT_S)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
+
+
+def _domains(uri: str, root: Path) -> dict[str, str]:
+    """This Vagrantfile's domains under uri: name -> UUID."""
+    prefix = domain_prefix(root)
+    names = [n for n in _virsh(uri, "list", "--all", "--name") if n.startswith(prefix)
+             and n[len(prefix):] in all_boot_targets()]
+    return {n: (_virsh(uri, "domuuid", n) or [""])[0] for n in names}
+
+
+def _volumes(uri: str, pool: str, root: Path) -> list[str]:
+    """This Vagrantfile's machine volumes in pool (<domain>.img; not the boxes' base volumes)."""
+    prefix = domain_prefix(root)
+    return [line.split()[0] for line in _virsh(uri, "vol-list", pool)
+            if line.split()[0].startswith(prefix) and line.split()[0].endswith(".img")]
+
+
+def _qemu_processes(root: Path) -> list[str]:
+    prefix = domain_prefix(root)
+    out = subprocess.run(["pgrep", "-a", "-f", f"guest={prefix}"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if "qemu-system" in line]
+
+
+def clean_orphans(pool: str, root: Path = REPO_DIR) -> list[str]:
+    """Remove this Vagrantfile's domains that .vagrant does not name, and their volumes."""
+    known = {(m / "libvirt" / "id").read_text().strip()
+             for m in (root / ".vagrant" / "machines").glob("*") if (m / "libvirt" / "id").is_file()}
+    removed = []
+    for uri in LIBVIRT_URIS:
+        for name, uuid in _domains(uri, root).items():
+            if uuid in known:
+                continue
+            _virsh(uri, "destroy", name)
+            _virsh(uri, "undefine", name, "--remove-all-storage", "--nvram")
+            _virsh(uri, "undefine", name)
+            removed.append(f"domain {name}")
+        for volume in _volumes(uri, pool, root):
+            domain = volume.removesuffix(".img")
+            if domain not in _domains(uri, root):
+                _virsh(uri, "vol-delete", "--pool", pool, volume)
+                removed.append(f"volume {volume}")
+    return removed
+
+
+def leftovers(pool: str, root: Path = REPO_DIR) -> list[str]:
+    """Every domain, machine volume and QEMU process of this Vagrantfile's machines."""
+    found = [f"domain {n} ({uri})" for uri in LIBVIRT_URIS for n in _domains(uri, root)]
+    found += [f"volume {v} ({uri})" for uri in LIBVIRT_URIS for v in _volumes(uri, pool, root)]
+    found += [f"QEMU process {pid}" for pid in _qemu_processes(root)]
+    return found
+
+
+def recipes(machines: list[str]) -> list[str]:
+    """The image recipes of the named machines (all machines when none is named)."""
+    targets = all_boot_targets()
+    unknown = [m for m in machines if m not in targets]
+    if unknown:
+        raise VagrantError(f"unknown machine {unknown[0]!r} (known: {', '.join(sorted(targets))})")
+    return sorted({targets[m][0].name for m in machines or targets})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vm.machines.vagrant",
-                                     description="The running machines of the repository's Vagrantfile.")
+                                     description="The machines of the repository's Vagrantfile.")
     commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser("inventory", help="write their inventory (JSON, for --lab-hosts)")
+    write = commands.add_parser("inventory", help="write the running machines' inventory (for --lab-hosts)")
     write.add_argument("file", type=Path)
+    for name, text in (("clean-orphans", "remove domains .vagrant does not know, and their volumes"),
+                       ("leftovers", "list domains, volumes, QEMU processes (exit 1 if any)")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--pool", default="mvee-lab")
+    names = commands.add_parser("recipes", help="the image recipes of the named machines")
+    names.add_argument("machines", nargs="*")
     args = parser.parse_args(argv)
     try:
+        if args.command == "recipes":
+            print("\n".join(recipes(args.machines)))
+            return 0
+        if args.command == "clean-orphans":
+            for line in clean_orphans(args.pool):
+                print(f"removed {line} (left by an interrupted vagrant up)", file=sys.stderr)
+            return 0
+        if args.command == "leftovers":
+            found = leftovers(args.pool)
+            for line in found:
+                print(line)
+            return 1 if found else 0
         entries = running_inventory()
     except (VagrantError, InventoryError) as e:
-        print(f"vagrant inventory: {e}", file=sys.stderr)
+        print(f"vagrant {args.command}: {e}", file=sys.stderr)
         return 1
     if not entries:
         print("vagrant inventory: no machine of the Vagrantfile is running (vagrant up first)",
