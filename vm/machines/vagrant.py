@@ -79,7 +79,7 @@ def backend(entries: list[HostEntry], root: Path = REPO_DIR) -> HostsBackend:
     return HostsBackend(entries, f"the running Vagrant machines of {root / 'Vagrantfile'}", how="vagrant")
 
 
-# Both set-ups (the Vagrantfile's): as root, the session URI is a daemon of its own.
+# Both set-ups' connections (the Vagrantfile's); as root they reach the same daemon.
 LIBVIRT_URIS = ("qemu:///session", "qemu:///system")
 
 
@@ -138,10 +138,10 @@ def clean_orphans(pool: str, root: Path = REPO_DIR) -> list[str]:
 
 def leftovers(pool: str, root: Path = REPO_DIR) -> list[str]:
     """Every domain, machine volume and QEMU process of this Vagrantfile's machines."""
-    found = [f"domain {n} ({uri})" for uri in LIBVIRT_URIS for n in _domains(uri, root)]
-    found += [f"volume {v} ({uri})" for uri in LIBVIRT_URIS for v in _volumes(uri, pool, root)]
-    found += [f"QEMU process {pid}" for pid in _qemu_processes(root)]
-    return found
+    found = {f"domain {n}" for uri in LIBVIRT_URIS for n in _domains(uri, root)}
+    found |= {f"volume {v}" for uri in LIBVIRT_URIS for v in _volumes(uri, pool, root)}
+    found |= {f"QEMU process {pid}" for pid in _qemu_processes(root)}
+    return sorted(found)
 
 
 def recipes(machines: list[str]) -> list[str]:
