@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vm import accel
-from vm.lease import all_targets, cold_boot, ensure_golden, release, restore
-from vm.qemu import qemu_version
+from vm.machines import accel
+from vm.machines.lease import all_targets
+from vm.machines.qemu import qemu_version
+from vm.machines.qemu_backend import QemuBackend, ensure_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "lab.json"
@@ -31,13 +32,10 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "lab.json"
 
 def boot_times(target: str, runs: int, cold: bool) -> list[float]:
     times = []
+    backend = QemuBackend(cold=cold)
     for _ in range(runs):
-        if cold:
-            machine, _ = cold_boot(target)
-        else:
-            machine = restore(target)
-        times.append(round(machine.ready_s, 2))
-        release(machine)
+        with backend.lease(target) as machine:
+            times.append(round(machine.ready_s, 2))
         print(f"  {target} {'cold' if cold else 'restored'}: {machine.ready_s:.1f} s", flush=True)
     return times
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def build_images(cache: Path, *names: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vm.build", *names],
+        [sys.executable, "-m", "vm.images.build", *names],
         env={**os.environ, "MVEE_LAB_CACHE": str(cache)}, capture_output=True, text=True,
     )
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from vm import cache, recipe, ssh_key
-from vm.build import recipe_hash
+from vm import cache
+from vm.images import build, recipe, ssh_key
+from vm.images.build import recipe_hash
 
 
 def dead_pid() -> int:
@@ -71,3 +73,13 @@ def test_recipe_hash_follows_the_recipe_file(tmp_path: Path) -> None:
     with open(tmp_path / "bookworm-i386.toml", "a") as f:
         f.write("# changed\n")
     assert recipe_hash(recipe.load("bookworm-i386", tmp_path)) != original
+
+
+def test_the_image_hash_covers_every_module_the_builder_loads() -> None:
+    # The builder and its mmdebstrap hooks (python -m vm.images.customize), in a fresh interpreter.
+    code = ("import sys, vm.images.build, vm.images.customize; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'vm'))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                            cwd=build.REPO_DIR).stdout.split()
+    hashed = {build.VM_DIR / source for source in build.BUILDER_SOURCES}
+    assert {Path(path) for path in loaded} == hashed

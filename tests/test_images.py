@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from vm import recipe, ssh_key
-from vm.build import BuiltImage, ensure_image, recipe_hash
-from vm.manifest import installed_packages
+from vm.images import recipe, ssh_key
+from vm.images.build import BuiltImage, ensure_image, recipe_hash
+from vm.images.manifest import installed_packages
 
 pytestmark = [
     pytest.mark.images,
@@ -148,7 +148,7 @@ def test_unreachable_mirror_fails_in_one_line_and_leaves_nothing(tmp_path: Path)
         "MVEE_LAB_MIRROR": "http://127.0.0.1:9/debian",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "vm.build", SMALLEST], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "vm.images.build", SMALLEST], env=env, capture_output=True, text=True,
         timeout=300,
     )
     assert result.returncode == 1

@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from vm import accel, qemu
-from vm.pytest_plugin import InventoryError, load_inventory
+from vm.machines import accel, qemu, vagrant
+from vm.machines.inventory import InventoryError, dump, from_ssh_config, load
 
 
 def test_inventory_toml_and_json(tmp_path: Path) -> None:
     toml = tmp_path / "hosts.toml"
     toml.write_text('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "127.0.0.1"\nport = 2222\n')
-    [entry] = load_inventory(toml)
+    [entry] = load(toml)
     assert (entry.name, entry.target, entry.port, entry.user) == ("a", "bookworm-i386", 2222, "root")
     js = tmp_path / "hosts.json"
     js.write_text(json.dumps({"hosts": [{"name": "b", "target": "trixie-amd64-noia32", "host": "h",
                                          "key": "/k"}]}))
-    [entry] = load_inventory(js)
+    [entry] = load(js)
     assert (entry.port, entry.key) == (22, Path("/k"))
 
 
@@ -38,7 +38,7 @@ def test_inventory_errors_are_one_line(tmp_path: Path, text: str, message: str) 
     path = tmp_path / "hosts.toml"
     path.write_text(text)
     with pytest.raises(InventoryError, match=message) as error:
-        load_inventory(path)
+        load(path)
     assert "\n" not in str(error.value)
 
 
@@ -81,3 +81,52 @@ def test_the_kvm_probe_never_hangs() -> None:
     start = time.monotonic()
     accel.kvm_boots(timeout=2.0)
     assert time.monotonic() - start < 10
+
+
+SSH_CONFIG = """\
+Host bookworm-i386
+  HostName 127.0.0.1
+  User root
+  Port 2202
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile "/root/.cache/mvee-lab/ssh/id_ed25519"
+  IdentitiesOnly yes
+  LogLevel FATAL
+
+Host trixie-amd64-noia32
+  HostName 127.0.0.1
+  User root
+  Port 2204
+  IdentityFile /root/.cache/mvee-lab/ssh/id_ed25519
+"""
+
+
+def test_the_vagrant_inventory_the_script_writes_is_the_one_the_plugin_reads(tmp_path: Path) -> None:
+    # scripts/vagrant-lab writes dump(from_ssh_config(`vagrant ssh-config`)); --lab-hosts loads it.
+    written = from_ssh_config(SSH_CONFIG)
+    path = tmp_path / "lab-hosts.json"
+    path.write_text(dump(written))
+    read = load(path)
+    assert read == written
+    key = Path("/root/.cache/mvee-lab/ssh/id_ed25519")
+    assert [(e.name, e.target, e.host, e.port, e.user, e.key) for e in read] == [
+        ("bookworm-i386", "bookworm-i386", "127.0.0.1", 2202, "root", key),
+        ("trixie-amd64-noia32", "trixie-amd64-noia32", "127.0.0.1", 2204, "root", key),
+    ]
+
+
+def test_an_ssh_config_host_that_is_no_target_is_refused() -> None:
+    with pytest.raises(InventoryError, match="unknown target 'default'"):
+        from_ssh_config("Host default\n  HostName 127.0.0.1\n  Port 2222\n")
+
+
+def test_vagrant_machines_are_found_only_when_created(tmp_path: Path) -> None:
+    (tmp_path / "Vagrantfile").write_text("")
+    assert vagrant.created_machines(tmp_path) == []
+    (tmp_path / ".vagrant/machines/bookworm-i386/libvirt").mkdir(parents=True)
+    (tmp_path / ".vagrant/machines/trixie-amd64/libvirt").mkdir(parents=True)
+    (tmp_path / ".vagrant/machines/trixie-amd64/libvirt/id").write_text("0c1f-uuid")
+    assert vagrant.created_machines(tmp_path) == ["trixie-amd64"]
+    assert vagrant.domain_prefix(Path("/srv/my clone")) == "myclone_"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.mirror import apt_sources
+from vm.images.mirror import apt_sources
 
 DEB822 = """\
 Types: deb

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from vm import recipe
-from vm.recipe import RecipeError
+from vm.images import recipe
+from vm.images.recipe import RecipeError
 
 VALID: dict[str, Any] = {
     "suite": "bookworm",

@@ -2,7 +2,10 @@
 
 Every test is parametrized over the boot targets with lab_targets() (one xdist
 group per target). What each target proves:
+- the machine is the target's: kernel architecture, IA-32 emulation on or off, and
+  a Python with python-ptrace and keystone;
 - a real program of the guest (gzip) runs in 2 variants with the native output;
+- what a synchronised syscall costs under the monitor there (for the session's table);
 - a CPU-bound program with a timer whose handler makes syscalls gets its signals
   synchronously (no false alarm), for each ABI the target runs;
 - a variant that never receives its signal is declared non-compliant within the
@@ -18,9 +21,9 @@ import shlex
 
 import pytest
 
-from vm.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
-from vm.lease import Machine
-from vm.pytest_plugin import lab_targets
+from vm.machines.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
+from vm.machines.lease import Machine
+from vm.machines.pytest_plugin import lab_targets
 
 NON_COMPLIANT_EXIT = 121
 ABIS = ("x86_64", "i386")
@@ -31,6 +34,7 @@ ABIS = ("x86_64", "i386")
 TICKER_HZ, TICKER_MIN_TICKS = "20", "2"
 TICKER_WORK = (5, 20, 80, 320)  # million steps, tried in turn
 WAIT_LOOP_MS = 300
+SYSCALL_COST_BYTES = (200, 1000)  # dd bs=1 counts: two runs, the cost from their difference
 
 
 def _skip_unrunnable(machine: Machine, abi: str) -> None:
@@ -38,6 +42,17 @@ def _skip_unrunnable(machine: Machine, abi: str) -> None:
         if machine.target.arch == "i386":
             pytest.skip(f"{machine.name}: a 32-bit kernel runs no x86_64 binaries")
         pytest.skip(f"{machine.name}: IA-32 binaries cannot run with ia32_emulation=0")
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_machine_is_its_target(target: str, lab_machine: Machine) -> None:
+    """The machine leased for target (a VM, an inventory's host, a Vagrant machine) is one."""
+    ssh = lab_machine.ssh
+    assert ssh.run("uname -m", timeout=60).check().text.strip() == (
+        "i686" if lab_machine.target.arch == "i386" else "x86_64")
+    cmdline = ssh.run("cat /proc/cmdline", timeout=60).check().text.split()
+    assert ("ia32_emulation=0" in cmdline) == (not lab_machine.target.ia32)
+    assert ssh.run("python3 -c 'import ptrace, keystone; print(1)'", timeout=120).check().text.strip() == "1"
 
 
 @pytest.mark.parametrize("target", lab_targets())
@@ -50,6 +65,33 @@ def test_real_program_in_two_variants_matches_native(target: str, lab_machine: M
     assert result.returncode == 0, result.stderr
     assert result.stdout == native.stdout
     assert result.report is not None and result.report["verdict"] != "non-compliant"
+
+
+def _guest_seconds(machine: Machine, command: str) -> float:
+    """Wall time of a shell command inside the guest (no SSH round trip in it); it must succeed."""
+    out = machine.ssh.run(f"t0=$(date +%s%N); ({command}) >/dev/null || exit 97; t1=$(date +%s%N); "
+                          f"echo $((t1 - t0))", timeout=900)
+    assert out.status == 0, (command, out.stderr)
+    return int(out.text) / 1e9
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_syscall_cost_per_target(target: str, lab_machine: Machine, lab_record_syscall_cost) -> None:
+    """The monitor's cost per synchronised syscall: dd copying byte by byte (a read and a write
+    per byte) at two lengths; the difference cancels the start-up, native time is subtracted."""
+    measured = {}
+    for count in SYSCALL_COST_BYTES:
+        dd = f"dd if=/dev/zero of=/dev/null bs=1 count={count} status=none"
+        native = _guest_seconds(lab_machine, dd)
+        monitored = _guest_seconds(lab_machine, mvee_command("-n", "2", "--", *shlex.split(dd)))
+        report = read_report(lab_machine)
+        assert report is not None and report["verdict"] == "ok", report
+        measured[count] = (native, monitored, report["syscalls"])
+    (n1, m1, s1), (n2, m2, s2) = (measured[c] for c in SYSCALL_COST_BYTES)
+    assert s2 - s1 >= 2 * (SYSCALL_COST_BYTES[1] - SYSCALL_COST_BYTES[0])  # a read and a write per byte
+    us_per_syscall = ((m2 - m1) - (n2 - n1)) / (s2 - s1) * 1e6
+    assert us_per_syscall > 0
+    lab_record_syscall_cost(us_per_syscall, s2 - s1, "dd bs=1")
 
 
 @pytest.mark.parametrize("abi", ABIS)

@@ -1,10 +1,11 @@
 """The lab's images as local Vagrant boxes for vagrant-libvirt.
 
-``python -m vm.vagrant_box [NAME...]`` (scripts/package-boxes) makes a libvirt
+``python -m vm.images.boxes [NAME...]`` (scripts/package-boxes) makes a libvirt
 box of each built image (all recipes by default) and adds it to Vagrant as
-``mvee-lab/<recipe>-<hash>``: the image's hash is in the box's name, so a box is
-added once per build and a rebuilt image gets a new box (and vagrant-libvirt a
-new volume in its storage pool, never a stale one of the same name).
+``mvee-lab/<recipe>-<hash>-<key>``: the image's hash and the lab key it authorises
+are in the box's name, so a box is added once per build and a rebuilt image gets a
+new box (and vagrant-libvirt a new volume in its storage pool, never a stale one of
+the same name).
 
 A box holds:
 
@@ -27,6 +28,7 @@ there when the copy exists. Must run as root (loop mount, chroot).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -39,8 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vm import cache, recipe, ssh_key
-from vm.build import BuildError, BuiltImage, _built_image, ensure_image, images_dir, recipe_hash
+from vm import cache
+from vm.images import recipe, ssh_key
+from vm.images.build import BuildError, BuiltImage, _built_image, ensure_image, images_dir, recipe_hash
 
 BOX_PREFIX = "mvee-lab/"
 BOOT_DIR = Path(os.environ.get("MVEE_VAGRANT_BOOT_DIR", "/var/lib/libvirt/boot/mvee-lab"))
@@ -89,7 +92,10 @@ def cached_image(name: str, log) -> BuiltImage:
 
 
 def box_name(image: BuiltImage) -> str:
-    return f"{BOX_PREFIX}{image.recipe.name}-{image.manifest['recipe_hash']}"
+    """mvee-lab/<recipe>-<image hash>-<lab key>: an image is rebuilt under its name for another
+    lab key (another cache), and a box of it must not stand for the one of the first key."""
+    key = hashlib.sha256(ssh_key.public_key(image.ssh_key).encode()).hexdigest()[:8]
+    return f"{BOX_PREFIX}{image.recipe.name}-{image.manifest['recipe_hash']}-{key}"
 
 
 def installed_boxes() -> set[str]:
@@ -215,7 +221,7 @@ def install_agent(root: Path, name: str, log) -> None:
 
 
 def remove_older_boxes(recipe_name: str, keep: str, log) -> None:
-    pattern = re.compile(re.escape(BOX_PREFIX + recipe_name) + "-[0-9a-f]{16}")
+    pattern = re.compile(re.escape(BOX_PREFIX + recipe_name) + "-[0-9a-f]{16}(-[0-9a-f]{8})?")
     for old in installed_boxes():
         if old != keep and pattern.fullmatch(old):
             subprocess.run(["vagrant", "box", "remove", "--force", "--all", old],

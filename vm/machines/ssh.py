@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +102,5 @@ class SshClient:
             if mode is not None:
                 sftp.chmod(remote, mode)
 
-    def get_bytes(self, remote: str) -> bytes:
-        with self.client.open_sftp() as sftp, sftp.open(remote, "rb") as f:
-            return f.read()
-
     def close(self) -> None:
         self.client.close()
-
-
-def quote(*words: str) -> str:
-    return shlex.join(words)

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vm import cache
-from vm.lease import Machine
-from vm.ssh import CommandResult
+from vm import REPO_DIR, cache
+from vm.machines.lease import Machine
+from vm.machines.ssh import CommandResult
 
-REPO_DIR = Path(__file__).resolve().parent.parent
 PROGRAMS_DIR = REPO_DIR / "tests" / "programs"
 GUEST_DIR = "/root/lab"
 ABI_FLAGS = {"x86_64": "-m64", "i386": "-m32"}

@@ -1,4 +1,4 @@
-"""Lease a lab VM for a boot target: boot once, then restore.
+"""The QEMU backend of the lease interface: a local VM per lease. Boot once, then restore.
 
 The first lease of a target boots the image cold on an overlay, waits for SSH,
 warms the guest up and saves the whole machine (``savevm ready`` over QEMU's
@@ -9,8 +9,9 @@ lease then starts QEMU on a private copy of that file with ``-loadvm ready``
 (``-snapshot`` cannot be combined with ``-loadvm``): the same clean machine state
 every time, answering SSH in seconds instead of a cold boot's minute or more.
 
-``lease(target)`` is a context manager yielding a ``Machine``; on exit QEMU is
-stopped and its copy removed (see vm.qemu for what happens when the owner dies).
+``QemuBackend().lease(target)`` is a context manager yielding a ``Machine``; on exit
+QEMU is stopped and its copy removed (see vm.machines.qemu for what happens when the
+owner dies). ``QemuBackend(cold=True)`` boots every lease cold instead (benchmarks).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from vm import accel, cache
-from vm.build import BuiltImage, ensure_image
-from vm.qemu import Guest, MachineSpec, QemuError, new_run_dir, qemu_version
-from vm.recipe import all_boot_targets
-from vm.ssh import SshClient, SshError
+from vm import cache
+from vm.images.build import BuiltImage, ensure_image
+from vm.images.recipe import all_boot_targets
+from vm.machines import accel
+from vm.machines.lease import LeaseError, Machine, all_targets, target_info
+from vm.machines.qemu import Guest, MachineSpec, QemuError, new_run_dir, qemu_version
+from vm.machines.ssh import SshClient, SshError
 
 SNAPSHOT_TAG = "ready"
 SNAPSHOT_DIR = "snapshots"
@@ -41,54 +43,6 @@ RESTORE_DEADLINE_S = float(os.environ.get("MVEE_LAB_RESTORE_S", 180))
 SMP = 2
 # Loaded into the page cache before the snapshot, so every lease starts warm.
 WARM_UP = "python3 -c 'import ptrace.debugger, keystone' && sync"
-
-
-class LeaseError(Exception):
-    """A VM that did not come up; the message quotes the serial console's tail."""
-
-
-@dataclass(frozen=True)
-class TargetInfo:
-    """What a boot target is: its architecture and whether IA-32 code runs on it."""
-
-    name: str
-    arch: str  # "i386" or "amd64"
-    ia32: bool  # can 32-bit binaries (and int 0x80 from 64-bit code) run there
-
-    @property
-    def abis(self) -> tuple[str, ...]:
-        """ABIs of the static test programs the target runs: its own first."""
-        if self.arch == "i386":
-            return ("i386",)
-        return ("x86_64", "i386") if self.ia32 else ("x86_64",)
-
-
-def target_info(target: str) -> TargetInfo:
-    targets = all_boot_targets()
-    if target not in targets:
-        raise LeaseError(f"unknown boot target {target!r} (known: {', '.join(sorted(targets))})")
-    recipe, cmdline = targets[target]
-    return TargetInfo(target, recipe.architecture, "ia32_emulation=0" not in cmdline.split())
-
-
-def all_targets() -> list[str]:
-    return sorted(all_boot_targets())
-
-
-@dataclass
-class Machine:
-    """A reachable lab machine: a leased VM, or a host from an inventory."""
-
-    name: str
-    target: TargetInfo
-    ssh: SshClient
-    guest: Guest | None = None
-    ready_s: float = 0.0  # from QEMU's start (or from connecting) to a working command
-    how: str = "host"  # "restored", "cold" or "host"
-    facts: dict[str, str] = field(default_factory=dict)
-
-    def console_tail(self, lines: int = 30) -> str:
-        return self.guest.console_tail(lines) if self.guest else "(not a local VM: no console)"
 
 
 def machine_spec(image: BuiltImage, target: str, accelerator: str) -> MachineSpec:
@@ -159,20 +113,33 @@ def _overlay(base: Path, path: Path) -> None:
                    check=True, capture_output=True)
 
 
-def cold_boot(target: str, accelerator: str | None = None) -> tuple[Machine, Path]:
-    """Boot target from scratch on a fresh overlay: (machine, its run directory)."""
+@contextlib.contextmanager
+def _running(spec: MachineSpec, run_dir: Path, disk: Path, key: Path, deadline_s: float, how: str,
+             loadvm: str | None = None) -> Iterator[tuple[Guest, Machine]]:
+    """QEMU on disk until SSH answers, for the block; then stopped and run_dir removed."""
+    try:
+        guest = Guest.start(spec, run_dir, disk, loadvm=loadvm)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    with guest:
+        client, seconds = wait_for_ssh(guest, key, deadline_s)
+        try:
+            yield guest, Machine(spec.target, target_info(spec.target), client, seconds, how)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def cold_boot(target: str, accelerator: str | None = None) -> Iterator[tuple[Guest, Machine]]:
+    """target booted from scratch on a fresh overlay of its image, for the block."""
     image = _image_for(target)
     spec = machine_spec(image, target, accelerator or accel.choose()[0])
     run_dir = new_run_dir(target)
     disk = run_dir / "disk.qcow2"
     _overlay(image.disk, disk)
-    guest = Guest.start(spec, run_dir, disk)
-    try:
-        client, seconds = wait_for_ssh(guest, image.ssh_key, COLD_BOOT_DEADLINE_S)
-    except BaseException:
-        guest.stop()
-        raise
-    return Machine(target, target_info(target), client, guest, seconds, "cold"), run_dir
+    with _running(spec, run_dir, disk, image.ssh_key, COLD_BOOT_DEADLINE_S, "cold") as running:
+        yield running
 
 
 def ensure_golden(target: str, accelerator: str | None = None) -> tuple[Path, MachineSpec, Path]:
@@ -185,23 +152,19 @@ def ensure_golden(target: str, accelerator: str | None = None) -> tuple[Path, Ma
     with cache.locked(root / f".{target}.lock"):
         if golden.is_file():
             return golden, spec, image.ssh_key
-        machine, run_dir = cold_boot(target, spec.accel)
-        assert machine.guest is not None
-        try:
+        with cold_boot(target, spec.accel) as (guest, machine):
             machine.ssh.run(WARM_UP, timeout=300).check()
             machine.ssh.close()
-            out = machine.guest.hmp(f"savevm {SNAPSHOT_TAG}", timeout=300)
+            out = guest.hmp(f"savevm {SNAPSHOT_TAG}", timeout=300)
             if out:
                 raise LeaseError(f"{target}: savevm {SNAPSHOT_TAG} failed: {out}")
             info = {"target": target, "cold_boot_s": round(machine.ready_s, 2), "spec": str(spec),
                     "created": time.time()}
-            _kill_and_wait(machine.guest)
+            _kill_and_wait(guest)
             temporary = root / f".{golden.name}.{os.getpid()}.tmp"
-            shutil.move(run_dir / "disk.qcow2", temporary)
+            shutil.move(guest.disk, temporary)
             temporary.replace(golden)
             golden.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
-        finally:
-            machine.guest.stop()
         for old in root.glob(f"{target}-*.qcow2"):
             if old != golden and re.fullmatch(re.escape(target) + r"-[0-9a-f]{16}\.qcow2", old.name):
                 old.unlink(missing_ok=True)
@@ -220,35 +183,41 @@ def _kill_and_wait(guest: Guest) -> None:
         guest.process.wait()
 
 
-def restore(target: str, accelerator: str | None = None) -> Machine:
-    """A VM of target started from its golden snapshot (made first if needed)."""
+@contextlib.contextmanager
+def restore(target: str, accelerator: str | None = None) -> Iterator[Machine]:
+    """A VM of target started from its golden snapshot (made first if needed), for the block."""
     golden, spec, key = ensure_golden(target, accelerator)
     run_dir = new_run_dir(target)
     disk = run_dir / "disk.qcow2"
     subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(golden), str(disk)], check=True)
-    guest = Guest.start(spec, run_dir, disk, loadvm=SNAPSHOT_TAG)
-    try:
-        client, seconds = wait_for_ssh(guest, key, RESTORE_DEADLINE_S)
+    restored = _running(spec, run_dir, disk, key, RESTORE_DEADLINE_S, "restored", loadvm=SNAPSHOT_TAG)
+    with restored as (_, machine):
         # The restored clock is the snapshot's: set it, so file times and logs make sense.
-        client.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30)
-    except BaseException:
-        guest.stop()
-        raise
-    return Machine(target, target_info(target), client, guest, seconds, "restored")
-
-
-@contextlib.contextmanager
-def lease(target: str, accelerator: str | None = None) -> Iterator[Machine]:
-    """A fresh VM of target for the block; stopped and removed afterwards."""
-    machine = restore(target, accelerator)
-    try:
+        machine.ssh.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30)
         yield machine
-    finally:
-        release(machine)
 
 
-def release(machine: Machine) -> None:
-    with contextlib.suppress(Exception):
-        machine.ssh.close()
-    if machine.guest is not None:
-        machine.guest.stop()
+class QemuBackend:
+    """Local QEMU VMs: each lease a fresh VM, restored (or with cold=True booted cold)."""
+
+    def __init__(self, cold: bool = False, accelerator: str | None = None) -> None:
+        self.cold = cold
+        self.accelerator = accelerator
+
+    def describe(self) -> str:
+        accelerator, reason = (self.accelerator, "asked for") if self.accelerator else accel.choose()
+        how = "booted cold" if self.cold else f"restored from golden snapshots in {snapshot_root()}"
+        return f"local QEMU VMs ({accelerator}: {reason}), {how}"
+
+    def targets(self) -> list[str]:
+        return all_targets()
+
+    @contextlib.contextmanager
+    def lease(self, target: str) -> Iterator[Machine]:
+        target_info(target)  # LeaseError for an unknown target
+        if self.cold:
+            with cold_boot(target, self.accelerator) as (_, machine):
+                yield machine
+        else:
+            with restore(target, self.accelerator) as machine:
+                yield machine

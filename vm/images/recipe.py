@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+from vm import REPO_DIR
+
+IMAGES_DIR = REPO_DIR / "images"
 
 # Debian architecture -> the manylinux platform tag of its PyPI wheels.
 WHEEL_PLATFORMS = {"amd64": "manylinux1_x86_64", "i386": "manylinux1_i686"}

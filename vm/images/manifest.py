@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vm.recipe import Recipe
+from vm.images.recipe import Recipe
 
 
 def make_manifest(

@@ -3,12 +3,12 @@
 ``ensure_image(name)`` returns the image built from images/<name>.toml, building
 it first when the cache has none for this recipe and this builder. A build runs
 mmdebstrap (minbase variant) into a work directory inside the cache, configures
-the root through vm.customize's hooks, takes out kernel and initramfs, writes
+the root through vm.images.customize's hooks, takes out kernel and initramfs, writes
 the root disk as qcow2 and a manifest, then renames the work directory to its
 final name: an interrupted build never leaves anything that looks finished, and
 work directories of dead builds are removed by the next one.
 
-Command line: ``python -m vm.build [NAME...]`` builds the named images (all by
+Command line: ``python -m vm.images.build [NAME...]`` builds the named images (all by
 default) and prints build time and size per image.
 """
 
@@ -31,18 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vm import cache, mirror, recipe, ssh_key
-from vm.customize import kernel_versions
-from vm.disk import make_root_disk
-from vm.manifest import make_manifest
-from vm.recipe import Recipe, RecipeError
+from vm import REPO_DIR, cache
+from vm.images import mirror, recipe, ssh_key
+from vm.images.customize import kernel_versions
+from vm.images.disk import make_root_disk
+from vm.images.manifest import make_manifest
+from vm.images.recipe import Recipe, RecipeError
 
-VM_DIR = Path(__file__).resolve().parent
-REPO_DIR = VM_DIR.parent
-# The modules whose change changes what a build produces: part of every image's hash.
+VM_DIR = Path(__file__).resolve().parent.parent
+# The modules whose change changes what a build produces (paths under vm/): part of every
+# image's hash. tests/test_cache.py checks that it names every vm module the builder loads.
 BUILDER_SOURCES = (
-    "build.py", "cache.py", "customize.py", "disk.py", "manifest.py", "mirror.py", "recipe.py",
-    "ssh_key.py",
+    "__init__.py", "cache.py", "images/__init__.py", "images/build.py", "images/customize.py",
+    "images/disk.py", "images/manifest.py", "images/mirror.py", "images/recipe.py", "images/ssh_key.py",
 )
 
 # What every lab VM needs besides the recipe's packages: init, device nodes, the
@@ -211,7 +212,7 @@ def _download_wheels(rec: Recipe, dest: Path, log: Path) -> list[Path]:
 def _mmdebstrap(
     rec: Recipe, tree: Path, wheels: list[Path], authorized_key: str, log: Path, step: Progress
 ) -> None:
-    hook = f"{shlex.quote(sys.executable)} -m vm.customize"
+    hook = f"{shlex.quote(sys.executable)} -m vm.images.customize"
     configure = [
         "configure", '"$1"', "--hostname", rec.name, "--authorized-key", authorized_key,
         *(arg for wheel in wheels for arg in ("--wheel", str(wheel))),

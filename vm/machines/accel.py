@@ -7,7 +7,7 @@ byte to the serial port and halts; KVM counts only if that byte comes out within
 a few seconds. The verdict is cached per host boot (``/proc/sys/kernel/random/boot_id``)
 in ``<cache>/accel.json``; ``MVEE_LAB_ACCEL=kvm|tcg`` overrides the probe.
 
-Command line: ``python -m vm.accel`` prints the verdict and how it was reached.
+Command line: ``python -m vm.machines.accel`` prints the verdict and how it was reached.
 """
 
 from __future__ import annotations
