@@ -8,6 +8,8 @@ group per target). What each target proves:
 - what a synchronised syscall costs under the monitor there (for the session's table);
 - a CPU-bound program with a timer whose handler makes syscalls gets its signals
   synchronously (no false alarm), for each ABI the target runs;
+- a handler that only sets a flag, tested with no syscall or between two syscalls,
+  is seen alike in both variants (the converge policy);
 - a variant that never receives its signal is declared non-compliant within the
   wait loop's timeout, and the report says which trap ended the loop: int 0x80
   where IA-32 emulation exists, the `syscall` fallback where it does not; forcing
@@ -118,6 +120,23 @@ def test_timer_signals_reach_a_cpu_bound_program_synchronously(target: str, abi:
     if signals["loop_trap"] is not None:  # a variant was parked in the wait loop
         expected = "int80" if abi == "i386" or lab_machine.target.ia32 else "syscall"
         assert signals["loop_trap"] == expected
+
+
+@pytest.mark.parametrize("mode", ["spin", "check"])
+@pytest.mark.parametrize("abi", ABIS)
+@pytest.mark.parametrize("target", lab_targets())
+def test_flag_idioms_run_as_natively(target: str, abi: str, mode: str, lab_machine: Machine,
+                                     lab_record_signals) -> None:
+    """A handler that only sets a flag, tested in a syscall-free loop (`spin`) or between
+    two syscalls (`check`), under the default converge policy: the native output, no alarm."""
+    _skip_unrunnable(lab_machine, abi)
+    program = install_program(lab_machine, "flags", abi)
+    native = lab_machine.ssh.run(shlex.join([program, mode]), timeout=300).check()
+    for _ in range(2):
+        result = run_mvee(lab_machine, "-n", "2", "--", program, mode, timeout=900)
+        assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+        assert result.report is not None and result.report["signals"]["policy"] == "converge"
+    lab_record_signals(result.report, f"flags-{mode}-{abi}")
 
 
 def _kill_one_variant(machine: Machine, abi: str, *options: str) -> tuple[int, float, str, dict]:
