@@ -82,6 +82,10 @@ MVEE_MODES = ((2, "converge", "sleep"), (2, "sync", "sleep"), (2, "at-syscall", 
               (2, "converge", "spin"), (4, "converge", "sleep"), (4, "converge", "spin"))
 
 
+# the plot's line style per (variants, wait loop) of a monitored run
+LINE_STYLES = {(2, "sleep"): "-", (2, "spin"): ":", (4, "sleep"): "--", (4, "spin"): "-."}
+
+
 # tick_preload.c's results file
 TICK_MAGIC = 0x4B54564D
 HEADER = struct.Struct("<6I40x")
@@ -541,7 +545,7 @@ def plot(results: dict[str, Any], samples: Samples, path: Path) -> set[str] | No
                 if not data:
                     continue
                 plotted.add(label)
-                style = ":" if row["wait_loop"] == "spin" else "--" if row["variants"] == 4 else "-"
+                style = LINE_STYLES.get((row["variants"], row["wait_loop"]), "-")
                 fractions = [(i + 1) / len(data) for i in range(len(data))]
                 axis.step([max(x, 1e-3) for x in data], fractions, where="post", linestyle=style,
                           color=colours[row["policy"] or row["mode"]], label=label)
