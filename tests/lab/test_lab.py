@@ -134,7 +134,8 @@ def test_flag_idioms_run_as_natively(target: str, abi: str, mode: str, lab_machi
     native = lab_machine.ssh.run(shlex.join([program, mode]), timeout=300).check()
     for _ in range(2):
         result = run_mvee(lab_machine, "-n", "2", "--", program, mode, timeout=900)
-        assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+        signals = result.report["signals"] if result.report else None
+        assert (result.returncode, result.stdout) == (0, native.stdout), (result.stderr, signals)
         assert result.report is not None and result.report["signals"]["policy"] == "converge"
     lab_record_signals(result.report, f"flags-{mode}-{abi}")
 
