@@ -25,8 +25,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from mvee import engine, ptrace_api, waitloop
-from mvee.abi import BY_NAME, HOST, I386, X86_64, Abi
+from mvee import engine, ptrace_api, vdso, waitloop
+from mvee.abi import BY_NAME, HOST, Abi, execution_mode
 from mvee.events import (
     CloneEvent,
     ExecEvent,
@@ -74,7 +74,6 @@ class RestartCode(enum.IntEnum):
 RESTART_CODES = frozenset(-code for code in RestartCode)
 _RESTART_CODES_32 = frozenset(code & 0xFFFFFFFF for code in RESTART_CODES)
 SYSCALL_INSTRUCTION_LENGTH = 2  # syscall, int 0x80, and sysenter's int 0x80 landing pad
-_USER_CS_64 = 0x33  # the code segment of 64-bit user code (__USER_CS)
 _PROT_READ_EXEC = mmap.PROT_READ | mmap.PROT_EXEC
 _MAP_PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
@@ -273,6 +272,7 @@ class SignalExecutor:
     def after_exec(self, variant: Variant) -> None:
         """A new address space: the loop page went with the old one; handlers are reset."""
         variant.reopen_memory()
+        vdso.hide(variant.pid, variant.memory)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
         self.signals.exec_happened()
@@ -320,7 +320,7 @@ class SignalExecutor:
     def _inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap)
+        code = waitloop.loop_code(execution_mode(regs), self.options.loop_trap)
         abi = stop.abi
         ptrace_api.poke_user(pid, "orig_ax", abi.syscall_numbers[abi.mmap_syscall])
         for register, value in zip(abi.syscall_arg_registers,
@@ -456,10 +456,3 @@ def _interrupted_call(regs: bytes) -> InterruptedCall | None:
     if not (0 <= nr < 0x1000 and code in _RESTART_CODES_32):
         return None
     return InterruptedCall(nr, code - (1 << 32), HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH)
-
-
-def _execution_mode(regs: bytes) -> Abi:
-    """The mode the variant's code runs in (not the ABI of the syscall it made)."""
-    if HOST.word_size == 4:
-        return I386
-    return X86_64 if HOST.register(regs, "cs") == _USER_CS_64 else I386
