@@ -82,7 +82,7 @@ class Monitor:
                 continue
             calls = [v.call for v in self.variants if v.call is not None]
             assert len(calls) == len(self.variants)  # each decoded at its entry
-            reason = engine.compare(calls)
+            reason = engine.compare(calls) or self.executor.tsc.disagreement()
             if reason:
                 raise Alarm(Verdict.DIVERGENCE, reason, calls)
             unsupported = calls[0].unsupported_reason

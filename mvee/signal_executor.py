@@ -55,6 +55,7 @@ from mvee.signals import (
     Unpark,
     raised_by_leader_only,
 )
+from mvee.tsc import TscEmulator
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
@@ -143,6 +144,7 @@ class SignalExecutor:
         self.traps_used: set[str] = set()
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
+        self.tsc = TscEmulator(variants)
 
     # --- carrying out decisions ---
 
@@ -206,6 +208,9 @@ class SignalExecutor:
 
     def on_signal_stop(self, stop: SignalStop) -> None:
         variant, regs = stop.variant, stop.regs
+        if self.tsc.emulate(variant, regs, stop.signum, stop.si_code):  # a trapped rdtsc: resumed
+            self.seams[variant.index].returned_from_handler = False
+            return
         fault = stop.signum in FAULT_SIGNALS and stop.si_code > 0
         if stop.signum == signal.SIGSEGV and fault and self._at_loop_trap(
                 variant, HOST.register(regs, "ip"), after=False):

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mvee import ptrace_api, vdso
+from mvee import ptrace_api, tsc, vdso
 from mvee.events import Ending, Stopped, decode_status
 from mvee.ptrace_api import Memory
 
@@ -97,6 +97,7 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             ptrace_api.traceme_and_die_with_parent()
+            tsc.trap_in_this_process()  # its rdtsc is emulated (mvee.tsc)
             os.kill(os.getpid(), signal.SIGSTOP)
             os.execv(executable, argv)
         except OSError as error:

@@ -53,3 +53,27 @@ def test_python_sleeps_until_an_absolute_deadline(variants: int, run_mvee) -> No
     script = "import time; t = time.monotonic(); time.sleep(0.1); print(time.monotonic() - t >= 0.1)"
     result = run_mvee("-n", str(variants), "--", PYTHON, "-c", script)
     assert (result.returncode, result.stdout) == (0, b"True\n"), result.stderr
+
+
+# --- the time-stamp counter (mvee.tsc) ---
+
+@pytest.mark.parametrize("variants", [2, 3])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_rdtsc_and_rdtscp_give_every_variant_the_same_value(abi: str, variants: int, build_program,
+                                                            run_mvee) -> None:
+    program = str(build_program("clocks", abi))
+    # through env: the trap set before the first exec holds after the second
+    result = run_mvee("-n", str(variants), "--", "/usr/bin/env", program, "tsc", "50")
+    assert result.returncode == 0, result.stderr
+    rows = [[int(field) for field in line.split()] for line in result.stdout.decode().splitlines()]
+    assert len(rows) == 50  # and non-decreasing: the program checks that itself
+
+
+@pytest.mark.parametrize(("count", "message"), [
+    ("0", "read the time-stamp counter a different number of times"),
+    ("3", "variant 1 executed rdtsc where another executed rdtscp")])
+def test_other_tsc_reads_are_a_divergence(count: str, message: str, build_program, run_mvee) -> None:
+    plain, extra = build_program("clocks", "x86_64"), build_program("clocks", "x86_64", "-DEXTRA_TSC")
+    result = run_mvee("--exe", str(plain), "--exe", str(extra), "--", "clocks", "tsc", count)
+    assert result.returncode == 120, result.stderr
+    assert message in result.report["message"]

@@ -1,7 +1,8 @@
 /* Reads the clock in every way a program can: clocks.c MODE COUNT
  *   clock N  clock_gettime (REALTIME, MONOTONIC), gettimeofday and time, N times
  *   tsc N    rdtsc and rdtscp, N times (non-decreasing, checked here)
- *   vdso     whether the C library was given a vDSO (AT_SYSINFO_EHDR) */
+ *   vdso     whether the C library was given a vDSO (AT_SYSINFO_EHDR)
+ * Built with -DEXTRA_TSC, tsc mode reads the counter once more first (a divergence). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     unsigned long long last = 0;
+#ifdef EXTRA_TSC
+    if (strcmp(mode, "tsc") == 0)
+        last = rdtsc();
+#endif
     for (int i = 0; i < count; i++) {
         if (strcmp(mode, "tsc") == 0) {
             unsigned int aux;
