@@ -124,7 +124,8 @@ class Monitor:
         if not self.executor.on_entry(variant, stop):
             return
         call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
-        local = call.spec is not None and call.spec.policy_for(call.args) is Policy.LOCAL
+        local = call.spec is not None and (call.spec.policy_for(call.args) is Policy.LOCAL
+                                           or self.policy.own_files.is_local(variant, call))
         if local:
             self._check_loop_page(variant, call)
         variant.call = call

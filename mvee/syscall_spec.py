@@ -410,12 +410,22 @@ class Syscall:
     # The call returns from a signal handler (rt_sigreturn): mvee.signals counts the
     # handlers still running, and a signal stop right after it was not met in user code.
     returns_from_handler: bool = False
+    # (dirfd or "", path, flags): the call opens a file; one of the variant's own /proc
+    # files opens in EACH variant and its fd is that variant's own (mvee.own_files).
+    opens: tuple[str, str, str] | None = None
+    # A read-only call on this fd argument is LOCAL when the fd is one of the variant's own.
+    local_on_own_fd: str | None = None
+    # The call closes this fd argument.
+    closes: str | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     follower_clears_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     changes_mappings_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
+    local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
+    closes_at: int | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     writes_memory: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -438,6 +448,15 @@ class Syscall:
         object.__setattr__(self, "follower_clears_at", bits_at(self.follower_clears))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
         object.__setattr__(self, "changes_mappings_at", pair_at(self.changes_mappings))
+        if self.opens:
+            dirfd, path, flags = self.opens
+            object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),
+                                                  position(flags)))
+        else:
+            object.__setattr__(self, "opens_at", None)
+        for attribute in ("local_on_own_fd", "closes"):
+            name = getattr(self, attribute)
+            object.__setattr__(self, f"{attribute}_at", position(name) if name else None)
         kinds = [kind for arg in args for kind in arg.kinds()]
         object.__setattr__(self, "names_processes", any(isinstance(k, Pid) for k in kinds))
         object.__setattr__(self, "writes_memory", any(k.writes_memory for k in kinds))

@@ -3,12 +3,22 @@ temporary names, on real Debian programs and the test programs, both ABIs."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from mvee.abi import X86_64
+from mvee.engine import Call
+from mvee.own_files import OwnFiles
+from mvee.syscall_table import BY_ABI
+from mvee.variant import Variant
 from tests.conftest import ABIS
+
+AT_FDCWD = -100 & X86_64.word_mask
 
 PYTHON = "/usr/bin/python3"
 
@@ -77,3 +87,71 @@ def test_other_tsc_reads_are_a_divergence(count: str, message: str, build_progra
     result = run_mvee("--exe", str(plain), "--exe", str(extra), "--", "clocks", "tsc", count)
     assert result.returncode == 120, result.stderr
     assert message in result.report["message"]
+
+
+# --- the variant's own /proc files (mvee.own_files) ---
+
+@pytest.mark.parametrize("variants", [2, 3])
+@pytest.mark.parametrize("path", ["self", "pid"])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_each_variant_reads_its_own_memory_map(abi: str, path: str, variants: int, build_program,
+                                               run_mvee) -> None:
+    result = run_mvee("-n", str(variants), "--", str(build_program("ownmaps", abi)), path)
+    assert (result.returncode, result.stdout) == (0, b"main is in my own map\n"), result.stderr
+
+
+def _openat(path: bytes, flags: int, pid: int = 4242) -> tuple[OwnFiles, Call]:
+    spec = BY_ABI["x86_64"]["openat"]
+    args = (AT_FDCWD, 0x1000, flags, 0)
+    call = Call(X86_64, 257, "openat", args, spec, spec.args, (AT_FDCWD, path, flags, 0))
+    variant = Variant(0, "/bin/true", pid, memory=None)  # type: ignore[arg-type]
+    return OwnFiles([variant]), call
+
+
+@pytest.mark.parametrize(("path", "flags", "own"), [
+    (b"/proc/self/maps", os.O_RDONLY, True),
+    (b"/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC, True),
+    (b"/proc/4242/smaps", os.O_RDONLY, True),  # the PID every variant is told: the leader's
+    (b"/proc/4243/maps", os.O_RDONLY, False),  # another process
+    (b"/proc/self/maps", os.O_RDWR, False),  # read-only opens only
+    (b"/proc/self/comm", os.O_WRONLY, False),
+    (b"/proc/self/cwd/secret", os.O_RDONLY, False),  # magic links lead out of /proc
+    (b"/proc/self/root/etc/shadow", os.O_RDONLY, False),
+    (b"/proc/self/fd/3", os.O_RDONLY, False),
+    (b"/proc/self/exe", os.O_RDONLY, False),
+    (b"/proc/self/../1/maps", os.O_RDONLY, False),
+    (b"proc/self/maps", os.O_RDONLY, False),
+])
+def test_which_opens_name_the_variants_own_files(path: bytes, flags: int, own: bool) -> None:
+    own_files, call = _openat(path, flags)
+    assert own_files.opens_own(call) is own
+    own_files.after_call(call, own, [3])
+    read = Call(X86_64, 0, "read", (3, 0x2000, 100), BY_ABI["x86_64"]["read"],
+                BY_ABI["x86_64"]["read"].args, (3, "ptr", 100))
+    assert own_files.is_local(own_files.variants[0], read) is own
+
+
+TEXT_TOOLS = {
+    "cmp": ["cmp", "{a}", "{a}"],
+    "diff": ["diff", "{a}", "{b}"],
+    "grep -r": ["grep", "-r", "-n", "lockstep", "{dir}"],
+    "gawk": ["gawk", "-F", " ", "{n += NF} END {print n, NR}", "{a}"],
+}
+
+
+@pytest.mark.parametrize("variants", [2, 3])
+@pytest.mark.parametrize("tool", sorted(TEXT_TOOLS))
+def test_text_tools_match_native(tool: str, variants: int, tmp_path: Path, run_mvee) -> None:
+    argv = TEXT_TOOLS[tool]
+    executable = shutil.which(argv[0])
+    if executable is None:
+        pytest.skip(f"{argv[0]} is not installed")
+    (tmp_path / "tree").mkdir()
+    a, b = tmp_path / "tree" / "a.txt", tmp_path / "tree" / "b.txt"
+    a.write_text("".join(f"line {i} of the lockstep file\n" for i in range(3000)))
+    b.write_text("".join(f"line {i} of the {'lockstep' if i % 7 else 'other'} file\n" for i in range(3000)))
+    names = {"{a}": str(a), "{b}": str(b), "{dir}": str(tmp_path / "tree")}
+    argv = [executable, *(names.get(arg, arg) for arg in argv[1:])]
+    native = subprocess.run(argv, capture_output=True)
+    result = run_mvee("-n", str(variants), "--", *argv)
+    assert (result.returncode, result.stdout) == (native.returncode, native.stdout), result.stderr
