@@ -417,6 +417,8 @@ class Syscall:
     local_on_own_fd: str | None = None
     # The call closes this fd argument.
     closes: str | None = None
+    # (length, flags): the call draws random bytes (mkstemp's retry, mvee.temp_names).
+    draws_random: tuple[str, str] | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -426,6 +428,7 @@ class Syscall:
     opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
     local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
     closes_at: int | None = field(init=False, repr=False, compare=False)
+    draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     writes_memory: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -448,6 +451,7 @@ class Syscall:
         object.__setattr__(self, "follower_clears_at", bits_at(self.follower_clears))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
         object.__setattr__(self, "changes_mappings_at", pair_at(self.changes_mappings))
+        object.__setattr__(self, "draws_random_at", pair_at(self.draws_random))
         if self.opens:
             dirfd, path, flags = self.opens
             object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),
