@@ -13,10 +13,12 @@ import errno
 import os
 import signal
 import time
+from contextlib import nullcontext
 
 from mvee import engine, ptrace_api
 from mvee.abi import HOST
 from mvee.engine import Call
+from mvee.own_files import OwnFiles
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
 from mvee.signals import Disposition
 from mvee.syscall_spec import Cookies, Policy, Syscall
@@ -34,6 +36,7 @@ class PolicyExecutor:
         self.signals = signal_executor  # runs the variants to their stops, signal-aware
         # Each follower's epoll cookies, against the leader's (mvee.syscall_spec.EpollEvent).
         self.cookies: dict[int, Cookies] = {follower.index: {} for follower in self.followers}
+        self.own_files = OwnFiles(variants)
 
     def execute(self, calls: list[Call]) -> None:
         """Run the agreed call (every variant at its entry), then release them all."""
@@ -42,6 +45,10 @@ class PolicyExecutor:
         policy = spec.policy_for(calls[0].args)
         if spec.foreign_process and self._names_foreign_process(calls[0]):
             policy = spec.foreign_process  # signalling a process outside the variants happens once
+        own_open = self.own_files.opens_own(calls[0])
+        if own_open:
+            policy = Policy.EACH  # each variant opens its own /proc file (mvee.own_files)
+        results: list[int | None] = []
         if policy is Policy.LEADER:
             self._run_leader_only(calls[0], spec)
         elif policy is Policy.LEADER_FIRST:
@@ -55,8 +62,10 @@ class PolicyExecutor:
                     assert follower.call is not None
                     engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
                                              result, self.cookies[follower.index])
+            results = [result] * len(self.variants)
         else:
-            results = self._run_each(calls)
+            with self.own_files.own_paths(calls) if own_open else nullcontext():
+                results = self._run_each(calls)
             if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
                 for follower in self.followers:
                     if follower.alive:
@@ -65,6 +74,8 @@ class PolicyExecutor:
                 self._note_disposition(calls[0], results[0], *spec.sets_disposition_at)
             if spec.returns_from_handler:
                 self.signals.on_handler_return()
+        if results:
+            self.own_files.after_call(calls[0], own_open, results)
         for variant in self.variants:
             if variant.alive:
                 self.signals.resume(variant)

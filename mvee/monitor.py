@@ -30,6 +30,7 @@ from mvee.execution import PolicyExecutor
 from mvee.signal_executor import InjectionError, SignalExecutor, SignalOptions
 from mvee.signals import Proceed, Where
 from mvee.syscall_spec import Policy
+from mvee.temp_names import TempNames
 from mvee.variant import Variant, kill_all
 from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcome
 
@@ -43,6 +44,7 @@ class Monitor:
         self.executor = SignalExecutor(variants, self.waiter, options or SignalOptions())
         self.signals = self.executor.signals
         self.policy = PolicyExecutor(variants, self.executor)
+        self.temp_names = TempNames(variants)
 
     def run(self) -> Outcome:
         with self.waiter:
@@ -84,7 +86,13 @@ class Monitor:
                 continue
             calls = [v.call for v in self.variants if v.call is not None]
             assert len(calls) == len(self.variants)  # each decoded at its entry
-            reason = engine.compare(calls)
+            detours = self.temp_names.detours(calls)  # mkstemp's extra draw (mvee.temp_names)
+            if detours:
+                for variant in detours:
+                    self.executor.resume(variant)
+                continue
+            self.temp_names.reconcile(calls)  # names made from the layout
+            reason = engine.compare(calls) or self.executor.tsc.disagreement()
             if reason:
                 raise Alarm(Verdict.DIVERGENCE, reason, calls)
             unsupported = calls[0].unsupported_reason
@@ -126,7 +134,8 @@ class Monitor:
         if not self.executor.on_entry(variant, stop):
             return
         call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
-        local = call.spec is not None and call.spec.policy_for(call.args) is Policy.LOCAL
+        local = call.spec is not None and (call.spec.policy_for(call.args) is Policy.LOCAL
+                                           or self.policy.own_files.is_local(variant, call))
         if local:
             self._check_loop_page(variant, call)
         variant.call = call

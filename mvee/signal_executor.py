@@ -25,8 +25,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from mvee import engine, ptrace_api, waitloop
-from mvee.abi import BY_NAME, HOST, I386, X86_64, Abi
+from mvee import engine, ptrace_api, vdso, waitloop
+from mvee.abi import BY_NAME, HOST, Abi, execution_mode
 from mvee.events import (
     CloneEvent,
     ExecEvent,
@@ -55,6 +55,7 @@ from mvee.signals import (
     Unpark,
     raised_by_leader_only,
 )
+from mvee.tsc import TscEmulator
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
@@ -74,7 +75,6 @@ class RestartCode(enum.IntEnum):
 RESTART_CODES = frozenset(-code for code in RestartCode)
 _RESTART_CODES_32 = frozenset(code & 0xFFFFFFFF for code in RESTART_CODES)
 SYSCALL_INSTRUCTION_LENGTH = 2  # syscall, int 0x80, and sysenter's int 0x80 landing pad
-_USER_CS_64 = 0x33  # the code segment of 64-bit user code (__USER_CS)
 _PROT_READ_EXEC = mmap.PROT_READ | mmap.PROT_EXEC
 _MAP_PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 
@@ -145,6 +145,7 @@ class SignalExecutor:
         self.traps_used: set[str] = set()
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
+        self.tsc = TscEmulator(variants)
 
     # --- carrying out decisions ---
 
@@ -213,6 +214,9 @@ class SignalExecutor:
 
     def on_signal_stop(self, stop: SignalStop) -> None:
         variant, regs = stop.variant, stop.regs
+        if self.tsc.emulate(variant, regs, stop.signum, stop.si_code):  # a trapped rdtsc: resumed
+            self.seams[variant.index].returned_from_handler = False
+            return
         fault = stop.signum in FAULT_SIGNALS and stop.si_code > 0
         if stop.signum == signal.SIGSEGV and fault and self._at_loop_trap(
                 variant, HOST.register(regs, "ip"), after=False):
@@ -281,6 +285,7 @@ class SignalExecutor:
     def after_exec(self, variant: Variant) -> None:
         """A new address space: the loop page went with the old one; handlers are reset."""
         variant.reopen_memory()
+        vdso.hide(variant.pid, variant.memory)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
         self.signals.exec_happened()
@@ -329,7 +334,7 @@ class SignalExecutor:
     def _inject_loop(self, variant: Variant, stop: SyscallStop) -> None:
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
-        code = waitloop.loop_code(_execution_mode(regs), self.options.loop_trap, self.options.wait_loop,
+        code = waitloop.loop_code(execution_mode(regs), self.options.loop_trap, self.options.wait_loop,
                                   self.options.wait_loop_seconds() * 1000)
         abi = stop.abi
         ptrace_api.poke_user(pid, "orig_ax", abi.syscall_numbers[abi.mmap_syscall])
@@ -471,10 +476,3 @@ def _interrupted_call(regs: bytes) -> InterruptedCall | None:
     if not (0 <= nr < 0x1000 and code in _RESTART_CODES_32):
         return None
     return InterruptedCall(nr, code - (1 << 32), HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH)
-
-
-def _execution_mode(regs: bytes) -> Abi:
-    """The mode the variant's code runs in (not the ABI of the syscall it made)."""
-    if HOST.word_size == 4:
-        return I386
-    return X86_64 if HOST.register(regs, "cs") == _USER_CS_64 else I386

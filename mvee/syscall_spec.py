@@ -751,6 +751,15 @@ class Syscall:
     multiplexes: dict[int, tuple[str, int]] | None = field(default=None, hash=False)
     # UNSUPPORTED: why.
     reason: str | None = None
+    # (dirfd or "", path, flags): the call opens a file; one of the variant's own /proc
+    # files opens in EACH variant and its fd is that variant's own (mvee.own_files).
+    opens: tuple[str, str, str] | None = None
+    # A read-only call on this fd argument is LOCAL when the fd is one of the variant's own.
+    local_on_own_fd: str | None = None
+    # The call closes this fd argument.
+    closes: str | None = None
+    # (length, flags): the call draws random bytes (mkstemp's retry, mvee.temp_names).
+    draws_random: tuple[str, str] | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -760,6 +769,10 @@ class Syscall:
     changes_mappings_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     policy_cases_at: tuple[int, dict[int, Policy]] | None = field(init=False, repr=False, compare=False)
     follower_duplicates_at: tuple[int, int | None] | None = field(init=False, repr=False, compare=False)
+    opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
+    local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
+    closes_at: int | None = field(init=False, repr=False, compare=False)
+    draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -788,6 +801,16 @@ class Syscall:
         object.__setattr__(self, "follower_duplicates_at", self.follower_duplicates and (
             position(self.follower_duplicates[0]),
             None if self.follower_duplicates[1] is None else position(self.follower_duplicates[1])))
+        object.__setattr__(self, "draws_random_at", pair_at(self.draws_random))
+        if self.opens:
+            dirfd, path, flags = self.opens
+            object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),
+                                                  position(flags)))
+        else:
+            object.__setattr__(self, "opens_at", None)
+        for attribute in ("local_on_own_fd", "closes"):
+            name = getattr(self, attribute)
+            object.__setattr__(self, f"{attribute}_at", position(name) if name else None)
         kinds = [kind for arg in args for kind in arg.kinds()]
         object.__setattr__(self, "names_processes", any(isinstance(k, Pid) for k in kinds))
         object.__setattr__(self, "replicates", any(k.replicates for k in kinds))

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mvee import ptrace_api
+from mvee import ptrace_api, tsc, vdso
 from mvee.events import Ending, Stopped, decode_status
 from mvee.ptrace_api import Memory
 
@@ -98,6 +98,7 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             ptrace_api.traceme_and_die_with_parent(monitor)
+            tsc.trap_in_this_process()  # its rdtsc is emulated (mvee.tsc)
             os.kill(os.getpid(), signal.SIGSTOP)
             os.execv(executable, argv)
         except OSError as error:
@@ -114,7 +115,9 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
         _, status = os.waitpid(pid, ptrace_api.WALL)
         stopped = decode_status(status)
         if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
-            return Variant(index, executable, pid, Memory(pid))
+            memory = Memory(pid)
+            vdso.hide(pid, memory)  # its clock reads become syscalls (mvee.vdso)
+            return Variant(index, executable, pid, memory)
         errno = _read_errno(error_read)
         _kill_and_reap(pid)
         raise StartError(executable, errno)

@@ -99,3 +99,13 @@ BY_NAME: dict[str, Abi] = {X86_64.name: X86_64, I386.name: I386}
 
 _machine = platform.machine()
 HOST: Abi = X86_64 if _machine == "x86_64" and struct.calcsize("P") == 8 else I386
+
+_USER_CS_64 = 0x33  # the code segment of 64-bit user code (__USER_CS)
+
+
+def execution_mode(regs: bytes) -> Abi:
+    """The mode a stopped process's code runs in (not the ABI of a syscall it made), from
+    its registers as the monitor reads them (a raw user_regs_struct of HOST)."""
+    if HOST.word_size == 4:
+        return I386
+    return X86_64 if HOST.register(regs, "cs") == _USER_CS_64 else I386
