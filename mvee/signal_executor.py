@@ -231,8 +231,10 @@ class SignalExecutor:
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
-            else:
+            elif not self.signals.takes_resent(0, stop.signum):
                 self._mirror_to_followers(stop.signum, info)
+            # else the instance the monitor raised again in the leader, which the kernel
+            # merged with a new expiry: the others have their copy of it already.
         elif si_code == SI_USER and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
         seam = self.seams[variant.index]

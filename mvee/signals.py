@@ -275,6 +275,11 @@ class SignalCoordinator:
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
 
+    def takes_resent(self, index: int, signum: int) -> bool:
+        """A stop with `signum` is the instance raised again in this variant (it has one
+        set aside and was sent it again), whatever siginfo the kernel merged into it."""
+        return index in self.resent and self.variants[index].has_pending(signum)
+
     def runs_handler(self, signum: int) -> bool:
         return self.dispositions.get(signum) is Disposition.HANDLER
 

@@ -350,3 +350,16 @@ def test_converge_while_computing_follows_rules_4_to_7_until_a_variant_waits_at_
     # The third reaches a syscall first: the holders run on to it instead of parking it.
     assert machine.on_syscall_entry(2, 1.01) == [Suppress(0), Suppress(1), Proceed(2)]
     assert machine.converging == {ALRM} and machine.next_deadline() == pytest.approx(2.01)
+
+
+def test_a_stop_with_a_signal_raised_again_is_that_instance() -> None:
+    """The leader's timer signals are mirrored into the others at each of its stops, but
+    not the one the monitor raised again: the kernel may merge a new expiry into it,
+    and the others already have their copy (a second one made them handle one more)."""
+    machine = coordinator(2, policy="converge")
+    machine.on_syscall_entry(1, 0.0)
+    machine.on_signal(0, ALRM, info(0), 0.0)
+    assert not machine.takes_resent(0, ALRM)  # set aside, not raised again yet
+    assert machine.on_syscall_entry(0, 0.01) == [Resend(0, ALRM), Proceed(0)]
+    assert machine.takes_resent(0, ALRM)
+    assert not machine.takes_resent(1, ALRM) and not machine.takes_resent(0, USR1)
