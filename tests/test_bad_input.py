@@ -134,6 +134,11 @@ def test_bad_wait_loop_ms(value: str) -> None:
     assert_one_line_error(mvee("run", "--wait-loop-ms", value, "--", "true"), USAGE, "--wait-loop-ms")
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "abc"])
+def test_bad_converge_ms(value: str) -> None:
+    assert_one_line_error(mvee("run", "--converge-ms", value, "--", "true"), USAGE, "--converge-ms")
+
+
 @pytest.mark.parametrize("value", ["0", "4294967296", "1e9"])
 def test_bad_wait_loop_iterations(value: str) -> None:
     result = mvee("run", "--wait-loop-iterations", value, "--", "true")
@@ -141,7 +146,7 @@ def test_bad_wait_loop_iterations(value: str) -> None:
 
 
 @pytest.mark.parametrize("option,value", [("--loop-trap", "bogus"), ("--loop-trap", "INT80"),
-                                          ("--signal-policy", "async")])
+                                          ("--signal-policy", "async"), ("--wait-loop", "busy")])
 def test_unknown_choice_values(option: str, value: str) -> None:
     assert_one_line_error(mvee("run", option, value, "--", "true"), USAGE, "invalid choice")
 
