@@ -27,7 +27,7 @@ from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
 
 from mvee import ptrace_api
 from mvee.abi import HOST
-from mvee.events import SI_KERNEL
+from mvee.signals import SI_KERNEL
 from mvee.verdict import Alarm, Verdict
 
 if TYPE_CHECKING:
