@@ -205,7 +205,8 @@ def run(command: Command, setting: Setting, variants: int | None) -> Observation
     report = directory / "report.json"
     if variants is not None:
         report.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "mvee", "run", "-n", str(variants), "--report", str(report), "--", *argv]
+        argv = [sys.executable, "-m", "mvee", "run", "-n", str(variants), "--report", str(report), "--",
+                *argv]
     stdin = open(work / command.stdin, "rb") if command.stdin else subprocess.DEVNULL  # noqa: SIM115
     try:
         process = subprocess.Popen(argv, cwd=work, env={**ENVIRONMENT, "HOME": str(setting.base / "home")},
@@ -284,7 +285,8 @@ def judge(command: Command, setting: Setting) -> Result:
             result.outcome, result.detail = "refused", refusal_reason(observation)
             return result
         if observation.verdict != "ok":
-            result.outcome, result.detail = "divergent", f"-n {count}: {observation.verdict}: {observation.message}"
+            result.outcome = "divergent"
+            result.detail = f"-n {count}: {observation.verdict}: {observation.message}"
             return result
         if found := differences(first, observation):
             result.outcome, result.detail = "divergent", f"-n {count}: " + "; ".join(found[:3])
@@ -294,8 +296,9 @@ def judge(command: Command, setting: Setting) -> Result:
 
 # --- the table ---
 
-def summary(results: list[Result]) -> str:
-    counts = Counter(r.outcome for r in results)
+def summary(outcomes: list[str]) -> str:
+    """The summary line of these outcomes: `N identical / R refused / D divergent`."""
+    counts = Counter(outcomes)
     line = (f"{counts['identical']} identical / {counts['refused']} refused / "
             f"{counts['divergent']} divergent")
     extra = [f"{counts[o]} {o}" for o in ("unstable", "missing") if counts[o]]
@@ -349,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for reason, names in refusals(results).items():
         print(f"refused ({len(names)}): {reason}: {' '.join(names)}")
-    print(summary(results))
+    print(summary([r.outcome for r in results]))
     if options.json is not None:
         options.json.write_text(json.dumps({
-            "summary": summary(results), "counts": dict(Counter(r.outcome for r in results)),
+            "summary": summary([r.outcome for r in results]),
+            "counts": dict(Counter(r.outcome for r in results)),
             "refused": refusals(results), "results": [asdict(r) for r in results]}, indent=2) + "\n")
     return 0 if all(r.outcome in ("identical", "refused", "missing") for r in results) else 1
 
