@@ -760,6 +760,9 @@ class Syscall:
     closes: str | None = None
     # (length, flags): the call draws random bytes (mkstemp's retry, mvee.temp_names).
     draws_random: tuple[str, str] | None = None
+    # The call creates a new name at this path argument and fails if anything exists
+    # there (mkdir): like an O_CREAT|O_EXCL open, it may carry a layout-made name.
+    creates_new: str | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -772,6 +775,7 @@ class Syscall:
     opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
     local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
     closes_at: int | None = field(init=False, repr=False, compare=False)
+    creates_new_at: int | None = field(init=False, repr=False, compare=False)
     draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
@@ -808,7 +812,7 @@ class Syscall:
                                                   position(flags)))
         else:
             object.__setattr__(self, "opens_at", None)
-        for attribute in ("local_on_own_fd", "closes"):
+        for attribute in ("local_on_own_fd", "closes", "creates_new"):
             name = getattr(self, attribute)
             object.__setattr__(self, f"{attribute}_at", position(name) if name else None)
         kinds = [kind for arg in args for kind in arg.kinds()]

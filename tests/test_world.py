@@ -179,11 +179,31 @@ def test_which_names_differ_only_by_layout(leader: bytes, follower: bytes, layou
 
 
 @pytest.mark.parametrize("variants", [2, 3])
-def test_mktemp_creates_one_file_and_prints_its_name(variants: int, tmp_path: Path, run_mvee) -> None:
+@pytest.mark.parametrize("directory", [False, True], ids=["file", "directory"])
+def test_mktemp_creates_one_name_and_prints_it(directory: bool, variants: int, tmp_path: Path,
+                                              run_mvee) -> None:
     (tmp_path / "t").mkdir()
-    result = run_mvee("-n", str(variants), "--", "/usr/bin/mktemp", "-p", str(tmp_path / "t"))
+    option = ["-d"] if directory else []  # mkdtemp: a mkdir of the layout-made name
+    result = run_mvee("-n", str(variants), "--", "/usr/bin/mktemp", *option, "-p", str(tmp_path / "t"))
     assert result.returncode == 0, result.stderr
-    assert [str(p) for p in (tmp_path / "t").iterdir()] == [result.stdout.decode().strip()]
+    created = list((tmp_path / "t").iterdir())
+    assert [str(p) for p in created] == [result.stdout.decode().strip()]
+    assert created[0].is_dir() is directory
+
+
+@pytest.mark.parametrize("variants", [2, 3])
+def test_patch_matches_native(variants: int, tmp_path: Path, run_mvee) -> None:
+    # patch writes the result to a mkstemp name beside the file, then renames it over
+    (tmp_path / "old").write_text("".join(f"line {i}\n" for i in range(50)))
+    (tmp_path / "new").write_text("".join(f"line {i * (i % 7 != 3)}\n" for i in range(50)))
+    diff = subprocess.run(["diff", "-u", "old", "new"], cwd=tmp_path, capture_output=True).stdout
+    (tmp_path / "change.diff").write_bytes(diff)
+    result = run_mvee("-n", str(variants), "--", "/usr/bin/patch", str(tmp_path / "old"),
+                      str(tmp_path / "change.diff"))
+    assert (result.returncode, result.stdout) == (0, f"patching file {tmp_path / 'old'}\n".encode()), \
+        result.stderr
+    assert (tmp_path / "old").read_text() == (tmp_path / "new").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.diff", "new", "old", "report.json"]
 
 
 @pytest.mark.parametrize("variants", [2, 3])
