@@ -33,6 +33,8 @@ from mvee.syscall_spec import (
     IovecOut,
     Lock,
     Millis,
+    MmsgIn,
+    MmsgOut,
     MsgIn,
     MsgOut,
     OutBuffer,
@@ -220,6 +222,12 @@ TABLE: list[Syscall] = [
     Syscall("sendmsg", (Fd("fd"), MsgIn("msg"), Flags("flags")), LEADER,
             sigpipe_on_epipe=True, sigpipe_unless=("flags", MSG_NOSIGNAL)),
     Syscall("recvmsg", (Fd("fd"), MsgOut("msg"), Flags("flags")), LEADER),
+    Syscall("sendmmsg", (Fd("fd"), MmsgIn("msgvec", count="vlen"), Int("vlen"), Flags("flags")), LEADER,
+            sigpipe_on_epipe=True, sigpipe_unless=("flags", MSG_NOSIGNAL)),
+    *(Syscall(name, (Fd("fd"), MmsgOut("msgvec", count="vlen"), Int("vlen"), Flags("flags"),
+                     UpdatedTimeout("timeout", struct)), LEADER, abis)
+      for name, struct, abis in (("recvmmsg", "timespec", ALL_ABIS),
+                                 ("recvmmsg_time64", "timespec64", I386_ONLY))),
     # --- waiting for file descriptors: the leader waits, the others get what it found ---
     Syscall("poll", (PollFds("fds", "pollfd", count="nfds"), Int("nfds"), Millis("timeout")), LEADER),
     Syscall("ppoll", (PollFds("fds", "pollfd", count="nfds"), Int("nfds"), UpdatedTimeout("tmo", "timespec"),
@@ -505,8 +513,8 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
     "not supported yet (no row)": (
         "close_range", "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
-        "readahead", "splice", "tee", "vmsplice", "sync_file_range", "recvmmsg", "recvmmsg_time64",
-        "sendmmsg", "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
+        "readahead", "splice", "tee", "vmsplice", "sync_file_range", "inotify_init", "inotify_init1",
+        "inotify_add_watch", "inotify_rm_watch",
         "rt_sigtimedwait", "rt_sigtimedwait_time64", "utime", "utimes", "futimesat", "epoll_ctl_old",
         "epoll_wait_old"),
     "an obsolete call that today's C libraries do not make": (

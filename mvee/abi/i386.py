@@ -54,6 +54,7 @@ STRUCT_SIZES = {
     "siginfo": 128,
     "sched_param": 4,
     "epoll_event": 12,
+    "mmsghdr": 32,
     "sigevent": 64,
     "int": 4,
     "long": 4,

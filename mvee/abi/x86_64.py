@@ -48,6 +48,7 @@ STRUCT_SIZES = {
     "siginfo": 128,
     "sched_param": 4,
     "epoll_event": 12,
+    "mmsghdr": 64,
     "sigevent": 64,
     "int": 4,
     "long": 8,
