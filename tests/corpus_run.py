@@ -5,7 +5,8 @@ A command's outcome: `identical` (stdout, stderr, exit status and the files left
 native run's under every variant count asked), `refused` (the monitor stopped it as
 unsupported: a syscall without a row, fork for now), `divergent` (an alarm, or a
 difference while native runs agree: a false divergence, since the variants are
-identical), `unstable` (two native runs differ: the corpus entry needs a mask) or
+identical), `unstable` (two native runs differ: the corpus entry needs a mask),
+`broken` (the native run does not exit as the entry says: a mistake in the corpus) or
 `missing` (the program is not installed here).
 
 Used by `scripts/corpus` (a table, a summary line, JSON) and tests/test_corpus.py.
@@ -41,7 +42,7 @@ CORPUS = ROOT / "tests" / "corpus"
 COMMANDS = CORPUS / "commands.txt"
 FIXTURE = CORPUS / "fixture.sh"
 TIMEOUT = 120.0
-OUTCOMES = ("identical", "refused", "divergent", "unstable", "missing")
+OUTCOMES = ("identical", "refused", "divergent", "unstable", "broken", "missing")
 UNSUPPORTED_STATUS = 122  # mvee.verdict.EXIT_STATUS[Verdict.UNSUPPORTED]
 # The variants' environment, the same natively and under the monitor (which passes its
 # own on): fixed locale, zone and git identity and dates, so native runs repeat.
@@ -65,6 +66,7 @@ class Command:
     variant_counts: tuple[int, ...] = (2,)
     masks: tuple[str, ...] = ()
     skips: tuple[str, ...] = ()
+    status: int = 0  # the native exit status
 
     def masked(self, text: str) -> str:
         for mask in self.masks:
@@ -82,7 +84,7 @@ def parse_line(line: str, where: str) -> Command | None:
     name, *options = head.split()
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name):
         raise CorpusError(f"{where}: bad name {name!r} (lower-case letters, digits, '.', '-')")
-    counts, masks, skips = [2], [], []
+    counts, masks, skips, status = [2], [], [], 0
     for option in options:
         key, _, value = option.partition("=")
         if option == "n3":
@@ -95,8 +97,10 @@ def parse_line(line: str, where: str) -> Command | None:
             masks.append(value)
         elif key == "skip" and value:
             skips.append(value)
+        elif key == "status" and value.isdigit() and int(value) < 256:
+            status = int(value)
         else:
-            raise CorpusError(f"{where}: unknown option {option!r} (n3, mask=REGEX, skip=GLOB)")
+            raise CorpusError(f"{where}: unknown option {option!r} (n3, mask=REGEX, skip=GLOB, status=N)")
     try:
         argv = shlex.split(command_line)
     except ValueError as error:
@@ -106,7 +110,7 @@ def parse_line(line: str, where: str) -> Command | None:
         stdin, argv = argv[-1], argv[:-2]
     if not argv:
         raise CorpusError(f"{where}: no command")
-    return Command(name, tuple(argv), stdin, tuple(counts), tuple(masks), tuple(skips))
+    return Command(name, tuple(argv), stdin, tuple(counts), tuple(masks), tuple(skips), status)
 
 
 def load(path: Path = COMMANDS) -> list[Command]:
@@ -180,6 +184,8 @@ def _files(work: Path, command: Command) -> dict[str, str]:
             what = f"symlink -> {os.readlink(path)}"
         elif stat.S_ISDIR(info.st_mode):
             what = f"dir {mode:o}"
+        elif not stat.S_ISREG(info.st_mode):  # a fifo, a socket: never opened
+            what = f"{stat.filemode(info.st_mode)[0]} {mode:o}"
         elif any(fnmatch(relative, glob) for glob in command.skips):
             what = "file (not compared)"
         else:
@@ -277,6 +283,9 @@ def judge(command: Command, setting: Setting) -> Result:
     if first.verdict == "timeout" or (unstable := differences(first, second)):
         return Result(command.name, shown, "unstable",
                       "natively: " + (first.message if first.verdict == "timeout" else "; ".join(unstable)))
+    if first.status != command.status:
+        return Result(command.name, shown, "broken", f"natively exits {first.status}, not {command.status}: "
+                      f"{first.stderr.strip()[:200]!r}")
     result = Result(command.name, shown, "identical")
     for count in command.variant_counts:
         observation = run(command, setting, count)
@@ -301,7 +310,7 @@ def summary(outcomes: list[str]) -> str:
     counts = Counter(outcomes)
     line = (f"{counts['identical']} identical / {counts['refused']} refused / "
             f"{counts['divergent']} divergent")
-    extra = [f"{counts[o]} {o}" for o in ("unstable", "missing") if counts[o]]
+    extra = [f"{counts[o]} {o}" for o in ("unstable", "broken", "missing") if counts[o]]
     return line + (f" ({', '.join(extra)})" if extra else "")
 
 

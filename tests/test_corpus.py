@@ -82,6 +82,6 @@ def test_a_bad_corpus_line_is_one_clear_error(line: str, message: str) -> None:
 
 
 def test_a_corpus_line_reads_its_options() -> None:
-    command = corpus_run.parse_line(r"t n3 mask=[0-9]+ skip=a/* : tr a-z A-Z < in.txt", "here:1")
-    assert command == Command("t", ("tr", "a-z", "A-Z"), "in.txt", (2, 3), ("[0-9]+",), ("a/*",))
+    command = corpus_run.parse_line(r"t n3 mask=[0-9]+ skip=a/* status=4 : tr a-z A-Z < in.txt", "here:1")
+    assert command == Command("t", ("tr", "a-z", "A-Z"), "in.txt", (2, 3), ("[0-9]+",), ("a/*",), 4)
     assert command.masked("at 12:34") == "at #:#"

@@ -230,3 +230,16 @@ def test_sed_in_place(variants: int, tmp_path: Path, run_mvee) -> None:
     assert result.returncode == 0, result.stderr
     assert text.read_text() == "bye\nworld\n"
     assert [p.name for p in directory.iterdir()] == ["text"]  # sed's temporary file renamed over it
+
+
+def test_openssl_rand_mixes_the_layout_into_its_bytes(run_mvee) -> None:
+    """Not a monitor bug: OpenSSL's DRBG nonce holds pthread_self(), an address. With the
+    same layout in both variants (setarch -R) they draw the same bytes; with ASLR they
+    draw different ones, and the write of them is a divergence."""
+    if shutil.which("openssl") is None or shutil.which("setarch") is None:
+        pytest.skip("openssl or setarch is not installed")
+    same_layout = run_mvee("-n", "2", "--", "setarch", "-R", "openssl", "rand", "-hex", "16")
+    assert same_layout.returncode == 0 and len(same_layout.stdout) == 33, same_layout.stderr
+    layouts = run_mvee("-n", "2", "--", "openssl", "rand", "-hex", "16")
+    assert layouts.returncode == 120, layouts.stderr
+    assert layouts.report["message"] == "argument 1 (buf) of write differs in variant 1"

@@ -30,6 +30,8 @@ ln tree/two.txt tree/sub/hard-two
 cp -a tree tree2
 printf 'changed\n' > tree2/two.txt
 
+sort a.txt > sorted-a.txt
+sort b.txt > sorted-b.txt
 cp a.txt patched.txt
 cp a.txt sedme.txt
 diff -u a.txt b.txt > ab.diff || true
@@ -40,6 +42,10 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf tree
 gzip -9 -n -c a.txt > a.txt.gz
 bzip2 -c a.txt > a.txt.bz2
 xz -c a.txt > a.txt.xz
+zstd -q -c a.txt > a.txt.zst
+gzip -n -c tree.tar > tree.tar.gz
+sha512sum a.txt n.txt > sums.sha512
+zip -q -X fixture.zip a.txt b.txt tree/one.txt
 sqlite3 fixture.db 'create table fruit(name text, n integer); insert into fruit values ("pear", 3), ("fig", 7), ("kiwi", 1);'
 
 export GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=corpus GIT_AUTHOR_EMAIL=corpus@example.org \
