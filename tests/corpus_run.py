@@ -9,7 +9,9 @@ identical), `unstable` (two native runs differ: the corpus entry needs a mask),
 `broken` (the native run does not exit as the entry says: a mistake in the corpus) or
 `missing` (the program is not installed here).
 
-Used by `scripts/corpus` (a table, a summary line, JSON) and tests/test_corpus.py.
+Used by `scripts/corpus` (a table, a summary line, JSON), tests/test_corpus.py, and in
+the lab guests (run there as a script, on the entries marked `lab`, with the fixture
+made on the host: tests/lab/test_lab.py).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Command:
     masks: tuple[str, ...] = ()
     skips: tuple[str, ...] = ()
     status: int = 0  # the native exit status
+    lab: bool = False  # also in the lab guests (a program of every Debian base system)
 
     def masked(self, text: str) -> str:
         for mask in self.masks:
@@ -84,11 +87,13 @@ def parse_line(line: str, where: str) -> Command | None:
     name, *options = head.split()
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name):
         raise CorpusError(f"{where}: bad name {name!r} (lower-case letters, digits, '.', '-')")
-    counts, masks, skips, status = [2], [], [], 0
+    counts, masks, skips, status, lab = [2], [], [], 0, False
     for option in options:
         key, _, value = option.partition("=")
         if option == "n3":
             counts.append(3)
+        elif option == "lab":
+            lab = True
         elif key == "mask" and value:
             try:
                 re.compile(value)
@@ -100,7 +105,8 @@ def parse_line(line: str, where: str) -> Command | None:
         elif key == "status" and value.isdigit() and int(value) < 256:
             status = int(value)
         else:
-            raise CorpusError(f"{where}: unknown option {option!r} (n3, mask=REGEX, skip=GLOB, status=N)")
+            raise CorpusError(f"{where}: unknown option {option!r} "
+                              "(n3, lab, mask=REGEX, skip=GLOB, status=N)")
     try:
         argv = shlex.split(command_line)
     except ValueError as error:
@@ -110,7 +116,7 @@ def parse_line(line: str, where: str) -> Command | None:
         stdin, argv = argv[-1], argv[:-2]
     if not argv:
         raise CorpusError(f"{where}: no command")
-    return Command(name, tuple(argv), stdin, tuple(counts), tuple(masks), tuple(skips), status)
+    return Command(name, tuple(argv), stdin, tuple(counts), tuple(masks), tuple(skips), status, lab)
 
 
 def load(path: Path = COMMANDS) -> list[Command]:
@@ -139,15 +145,24 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def make_fixture(directory: Path) -> None:
+    """fixture.sh run in a new DIRECTORY."""
+    directory.mkdir(parents=True)
+    subprocess.run(["/bin/sh", str(FIXTURE)], cwd=directory, check=True,
+                   env={**ENVIRONMENT, "HOME": str(directory)}, stdout=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
-def setting(base: Path) -> Iterator[Setting]:
-    """The fixture made in BASE, and an HTTP server on 127.0.0.1 serving its www/."""
+def setting(base: Path, fixture_tar: Path | None = None) -> Iterator[Setting]:
+    """The fixture in BASE (made, or unpacked from a tar of one), and an HTTP server on
+    127.0.0.1 serving its www/."""
     fixture = base / "fixture"
-    fixture.mkdir(parents=True)
+    if fixture_tar is None:
+        make_fixture(fixture)
+    else:
+        fixture.mkdir(parents=True)
+        subprocess.run(["tar", "-xpf", str(fixture_tar), "-C", str(fixture)], check=True)
     (base / "home").mkdir()  # outside the work tree: the monitor keeps its calibration there
-    subprocess.run(["/bin/sh", str(FIXTURE)], cwd=fixture, check=True,
-                   env={**ENVIRONMENT, "HOME": str(base / "home")},
-                   stdout=subprocess.DEVNULL)
     handler = functools.partial(_QuietHandler, directory=str(fixture / "www"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -338,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, metavar="N", help="commands run at once (default 2)")
     parser.add_argument("-k", metavar="NAME", action="append", default=[],
                         help="only commands whose name has NAME (repeatable)")
+    parser.add_argument("--lab", action="store_true", help="only the commands marked `lab`")
+    parser.add_argument("--fixture-tar", type=Path, metavar="TAR",
+                        help="unpack the fixture from TAR instead of running fixture.sh")
     options = parser.parse_args(argv)
     try:
         commands = load()
@@ -346,16 +364,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if options.k:
         commands = [c for c in commands if any(k in c.name for k in options.k)]
+    if options.lab:
+        commands = [c for c in commands if c.lab]
     if not commands:
         print("corpus: no command matches", file=sys.stderr)
         return 2
     if options.jobs < 1:
         print("corpus: --jobs must be at least 1", file=sys.stderr)
         return 2
+    if options.fixture_tar is not None and not options.fixture_tar.is_file():
+        print(f"corpus: no such file: {options.fixture_tar}", file=sys.stderr)
+        return 2
     if options.json is not None and not options.json.parent.is_dir():
         print(f"corpus: no such directory: {options.json.parent}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="mvee-corpus-") as base, setting(Path(base)) as where, \
+    with tempfile.TemporaryDirectory(prefix="mvee-corpus-") as base, \
+            setting(Path(base), options.fixture_tar) as where, \
             concurrent.futures.ThreadPoolExecutor(options.jobs) as pool:
         results = list(pool.map(lambda command: judge(command, where), commands))
     print(table(results))
