@@ -745,14 +745,24 @@ class MmsgIn(Arg):
         """The addresses of the array's first `count` entries (at most 1024, as the kernel)."""
         return [address + i * abi.struct_sizes[self.struct] for i in range(min(max(count, 0), 1024))]
 
+    @staticmethod
+    def compared(entry: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+        """What is compared of one entry: the message sent."""
+        return _message_sent(entry, abi, memory)
+
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
         entries = self.entries(address, args[self.count_at], abi)
-        return tuple(_message_sent(entry, abi, memory) for entry in entries)
+        return tuple(self.compared(entry, abi, memory) for entry in entries)
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
-        size, at = into.abi.struct_sizes[self.struct], _MSG_LEN_WORD * into.abi.word_size
-        for i in range(max(into.result, 0)):
-            into.copy(source + i * size + at, target + i * size + at, _INT)
+        at = _MSG_LEN_WORD * into.abi.word_size
+        for leader, follower in zip(self.entries(source, into.result, into.abi),
+                                    self.entries(target, into.result, into.abi), strict=True):
+            self.replicate_entry(leader, follower, into)
+            into.copy(leader + at, follower + at, _INT)
+
+    def replicate_entry(self, source: int, target: int, into: Replication) -> None:
+        """What else one sent or received entry carries into the follower (besides msg_len)."""
 
 
 @dataclass(frozen=True)
@@ -761,16 +771,14 @@ class MmsgOut(MmsgIn):
     message (the return value's count) reaches the followers as recvmsg's does, with its
     msg_len."""
 
-    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        entries = self.entries(address, args[self.count_at], abi)
-        return tuple(_room_asked(entry, abi, memory) for entry in entries)
+    @staticmethod
+    def compared(entry: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+        """What is compared of one entry: the room it asks for."""
+        return _room_asked(entry, abi, memory)
 
-    def replicate(self, source: int, target: int, into: Replication) -> None:
-        size, at = into.abi.struct_sizes[self.struct], _MSG_LEN_WORD * into.abi.word_size
-        for i in range(max(into.result, 0)):
-            received = _int(into.leader.read(source + i * size + at, _INT))
-            _replicate_message(source + i * size, target + i * size, received, into)
-            into.copy(source + i * size + at, target + i * size + at, _INT)
+    def replicate_entry(self, source: int, target: int, into: Replication) -> None:
+        received = _int(into.leader.read(source + _MSG_LEN_WORD * into.abi.word_size, _INT))
+        _replicate_message(source, target, received, into)
 
     def leader_only(self, address: int, result: int, abi: Abi, memory: Memory) -> str | None:
         entries = self.entries(address, result, abi)

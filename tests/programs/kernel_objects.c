@@ -22,11 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHOW(what, call) do { \
-        long result_ = (long)(call); \
-        printf("%s = %ld%s%s\n", what, result_, errno ? " " : "", errno ? strerror(errno) : ""); \
-        errno = 0; \
-    } while (0)
+#include "show.h"
 
 int main(int argc, char **argv) {
     if (chdir(argv[1])) return 2;

@@ -16,11 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHOW(what, call) do { \
-        long result_ = (long)(call); \
-        printf("%s = %ld%s%s\n", what, result_, errno ? " " : "", errno ? strerror(errno) : ""); \
-        errno = 0; \
-    } while (0)
+#include "show.h"
 
 static int mmsg(void) {
     int pair[2];
