@@ -228,20 +228,16 @@ def run(command: Command, setting: Setting, variants: int | None) -> Observation
         report.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "mvee", "run", "-n", str(variants), "--report", str(report), "--",
                 *argv]
-    stdin = open(work / command.stdin, "rb") if command.stdin else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        process = subprocess.Popen(argv, cwd=work, env={**ENVIRONMENT, "HOME": str(setting.base / "home")},
-                                   stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+    environment = {**ENVIRONMENT, "HOME": str(setting.base / "home")}
+    with (open(work / command.stdin, "rb") if command.stdin else contextlib.nullcontext(subprocess.DEVNULL)
+          ) as stdin, subprocess.Popen(argv, cwd=work, env=environment, stdin=stdin, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True) as process:
         try:
             stdout, stderr = process.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
+            process.communicate()
             return Observation(-1, "", "", {}, "timeout", f"no end within {TIMEOUT:g} s")
-    finally:
-        if command.stdin:
-            stdin.close()
     observation = Observation(process.returncode, command.masked(_text(stdout)), "", _files(work, command))
     lines = _text(stderr).splitlines(keepends=True)
     monitor_lines = [line for line in lines if variants is not None and line.startswith("mvee: ")]
@@ -294,6 +290,8 @@ def judge(command: Command, setting: Setting) -> Result:
     shown = shlex.join(command.argv) + (f" < {command.stdin}" if command.stdin else "")
     if shutil.which(command.argv[0], path=ENVIRONMENT["PATH"]) is None:
         return Result(command.name, shown, "missing", f"{command.argv[0]} is not installed")
+    if command.stdin and not (setting.fixture / command.stdin).is_file():
+        return Result(command.name, shown, "broken", f"no file {command.stdin} in the fixture")
     first, second = run(command, setting, None), run(command, setting, None)
     if first.verdict == "timeout" or (unstable := differences(first, second)):
         return Result(command.name, shown, "unstable",
