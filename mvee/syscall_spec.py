@@ -566,10 +566,11 @@ class OutSized(Arg):
 
 @dataclass(frozen=True)
 class EpollEvent(Arg):
-    """epoll_ctl's event: its events are compared. Its data is the program's cookie (often
-    a pointer) that epoll_wait hands back: for an ADD or a MOD (argument `op`), each
-    follower's is remembered against the leader's, so that the events the leader waits
-    for reach each follower with its own (EpollEvents)."""
+    """epoll_ctl's event: its events are compared for an ADD or a MOD (argument `op`); a
+    DEL ignores the event (CPython passes an uninitialised one). Its data is the
+    program's cookie (often a pointer) that epoll_wait hands back: for an ADD or a MOD,
+    each follower's is remembered against the leader's, so that the events the leader
+    waits for reach each follower with its own (EpollEvents)."""
 
     epfd: str
     op: str
@@ -580,7 +581,7 @@ class EpollEvent(Arg):
     registers: ClassVar[tuple[int, ...]] = (1, 3)  # EPOLL_CTL_ADD, EPOLL_CTL_MOD
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        return memory.read(address, _INT)
+        return memory.read(address, _INT) if args[self.op_at] in self.registers else "ignored"
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
         if into.result == 0 and into.leader_args[self.op_at] in self.registers:

@@ -402,6 +402,15 @@ def test_each_follower_gets_its_own_epoll_cookie(abi) -> None:
     assert follower.read(0x400, 24) == _epoll_event(4, 0xBBBB0000) + _epoll_event(1, 0x42)
 
 
+def test_an_epoll_ctl_del_ignores_its_event() -> None:
+    def ctl(op: int, events: int) -> tuple:
+        memory = FakeMemory({0x100: _epoll_event(events, 0)})
+        return _decode(X86_64, "epoll_ctl", (5, op, 7, 0x100), memory).values
+
+    assert ctl(2, 0x1234) == ctl(2, 0x5678)  # EPOLL_CTL_DEL: CPython leaves the event uninitialised
+    assert ctl(1, 1) != ctl(1, 4)  # an ADD's events are compared
+
+
 def test_an_epoll_instance_waited_on_through_a_dup_gives_the_cookie_set_through_another_fd() -> None:
     abi = X86_64
     leader = FakeMemory({0x300: _epoll_event(1, 0xAAAA0000)})
