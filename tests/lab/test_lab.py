@@ -102,7 +102,7 @@ def test_corpus_sample_runs_as_natively(target: str, lab_machine: Machine, tmp_p
     run = ssh.run(f"cd {GUEST_DIR} && python3 tests/corpus_run.py --lab --jobs 1 "
                   f"--fixture-tar {GUEST_DIR}/fixture.tar --json {GUEST_DIR}/corpus.json", timeout=1800)
     results = json.loads(ssh.run(f"cat {GUEST_DIR}/corpus.json", timeout=60).check().stdout)
-    print(f"{target}: corpus (lab): {results['summary']}")
+    print(f"{target}: corpus (lab): {results['summary']}; refused: {results['refused']}")
     outcomes = {r["name"]: r["outcome"] for r in results["results"]}
     assert len(outcomes) == sum(c.lab for c in corpus_run.load())
     assert set(outcomes.values()) <= {"identical", "refused"}, run.stdout.decode(errors="replace")
