@@ -299,6 +299,7 @@ TABLE: list[Syscall] = [
     Syscall("chmod", (CString("path"), Int("mode")), LEADER),
     Syscall("fchmod", (Fd("fd"), Int("mode")), LEADER),
     Syscall("fchmodat", (AT_FD, CString("path"), Int("mode")), LEADER),
+    Syscall("fchmodat2", (AT_FD, CString("path"), Int("mode"), Flags("flags")), LEADER),
     Syscall("chown", (CString("path"), Int("owner"), Int("group")), LEADER),
     Syscall("fchown", (Fd("fd"), Int("owner"), Int("group")), LEADER),
     Syscall("lchown", (CString("path"), Int("owner"), Int("group")), LEADER),
@@ -506,7 +507,7 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
     "memory placement, locking and protection keys are not supported yet": (
         "mbind", "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages",
         "mlock", "mlock2", "mlockall", "munlock", "munlockall", "msync", "remap_file_pages",
-        "pkey_alloc", "pkey_free", "pkey_mprotect"),
+        "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
     "scheduling and I/O priorities are not supported yet": (
         "setpriority", "nice", "sched_setaffinity", "sched_setparam", "sched_getparam", "sched_setscheduler",
         "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
@@ -516,7 +517,8 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "readahead", "splice", "tee", "vmsplice", "sync_file_range", "inotify_init", "inotify_init1",
         "inotify_add_watch", "inotify_rm_watch",
         "rt_sigtimedwait", "rt_sigtimedwait_time64", "utime", "utimes", "futimesat", "epoll_ctl_old",
-        "epoll_wait_old"),
+        "epoll_wait_old", "cachestat", "futex_wake", "futex_wait", "futex_requeue", "statmount",
+        "listmount", "lsm_get_self_attr", "lsm_set_self_attr", "lsm_list_modules"),
     "an obsolete call that today's C libraries do not make": (
         "break", "ftime", "gtty", "stty", "lock", "mpx", "prof", "profil", "ulimit", "afs_syscall",
         "getpmsg", "putpmsg", "security", "tuxcall", "vserver", "oldstat", "oldfstat", "oldlstat",

@@ -24,6 +24,10 @@
 
 #include "show.h"
 
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452  /* Linux 6.6; trixie's glibc calls it in fchmodat */
+#endif
+
 int main(int argc, char **argv) {
     if (chdir(argv[1])) return 2;
     int dir = open(".", O_RDONLY | O_DIRECTORY);
@@ -32,6 +36,7 @@ int main(int argc, char **argv) {
     SHOW("symlinkat", symlinkat("data", dir, "soft"));
     SHOW("linkat", linkat(dir, "data", dir, "hard", 0));
     SHOW("link", link("data", "hard2"));
+    SHOW("fchmodat2", syscall(SYS_fchmodat2, dir, "data", 0600, 0));
     SHOW("symlink", symlink("missing", "dangling"));
     char target[64] = {0};
     SHOW("readlinkat", readlinkat(dir, "soft", target, sizeof target));
