@@ -6,6 +6,7 @@ of the session (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,15 @@ def test_a_corpus_line_reads_its_options() -> None:
     command = corpus_run.parse_line(r"t n3 mask=[0-9]+ skip=a/* status=4 : tr a-z A-Z < in.txt", "here:1")
     assert command == Command("t", ("tr", "a-z", "A-Z"), "in.txt", (2, 3), ("[0-9]+",), ("a/*",), 4)
     assert command.masked("at 12:34") == "at #:#"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--jobs", "0"], "corpus: --jobs must be at least 1"),
+    (["-k", "no-such-command"], "corpus: no command matches"),
+    (["--json", "/nonexistent/corpus.json"], "corpus: no such directory: /nonexistent"),
+    (["--fixture-tar", "/nonexistent.tar"], "corpus: no such file: /nonexistent.tar"),
+])
+def test_scripts_corpus_refuses_bad_input_in_one_line(arguments: list[str], message: str) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "corpus"
+    completed = subprocess.run([str(script), *arguments], capture_output=True, text=True, timeout=60)
+    assert (completed.returncode, completed.stderr, completed.stdout) == (2, message + "\n", "")
