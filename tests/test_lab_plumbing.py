@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.machines import accel, qemu, vagrant
+from vm.machines import accel, qemu, scheduling, vagrant
 from vm.machines.inventory import InventoryError, dump, from_ssh_config, load
 
 
@@ -130,3 +131,58 @@ def test_vagrant_machines_are_found_only_when_created(tmp_path: Path) -> None:
     (tmp_path / ".vagrant/machines/trixie-amd64/libvirt/id").write_text("0c1f-uuid")
     assert vagrant.created_machines(tmp_path) == ["trixie-amd64"]
     assert vagrant.domain_prefix(Path("/srv/my clone")) == "myclone_"
+
+
+@pytest.mark.parametrize("nodeid,target", [
+    ("tests/lab/test_lab.py::test_machine_is_its_target[bookworm-i386]", "bookworm-i386"),
+    ("tests/lab/test_lab.py::test_flag_idioms_run_as_natively[trixie-amd64-noia32-x86_64-spin]",
+     "trixie-amd64-noia32"),
+    ("tests/lab/test_lab.py::test_flag_idioms_run_as_natively[trixie-amd64-i386-spin]", "trixie-amd64"),
+    ("tests/test_cli.py::test_run[x86_64]", None),
+    ("tests/bookworm-i386/test_x.py::test_y", None),
+])
+def test_the_scheduler_finds_a_lab_tests_target_in_its_id(nodeid: str, target: str | None) -> None:
+    assert scheduling.target_of(nodeid) == target
+
+
+# Vagrant "finds" two running machines (nothing is leased: the tests only say where they ran).
+FAKE_VAGRANT = """\
+from pathlib import Path
+from vm.machines import vagrant
+from vm.machines.inventory import HostEntry
+vagrant.running_inventory = lambda root=None: [
+    HostEntry(t, t, "127.0.0.1", 2201 + i, "root", Path("/nonexistent"))
+    for i, t in enumerate({targets!r})]
+"""
+WHERE = """\
+import os, pytest
+from vm.machines.pytest_plugin import lab_targets
+
+@pytest.mark.parametrize("n", range(6))
+@pytest.mark.parametrize("target", lab_targets())
+def test_where(target, n):
+    with open(os.environ["WHERE_LOG"], "a") as log:
+        log.write(f"{target} {os.environ['PYTEST_XDIST_WORKER']}\\n")
+"""
+
+
+@pytest.mark.parametrize("how", ["implied by running Vagrant machines", "--lab"])
+def test_with_xdist_one_worker_runs_all_of_a_targets_lab_tests(tmp_path: Path, how: str) -> None:
+    # Under xdist's loadgroup with pytest 9.2 they were spread over the workers: two workers
+    # used one Vagrant machine at once (a deploy race, a report overwritten).
+    targets = ["bookworm-amd64", "bookworm-i386"]
+    (tmp_path / "conftest.py").write_text(FAKE_VAGRANT.format(targets=targets if how != "--lab" else []))
+    (tmp_path / "test_where.py").write_text(WHERE)
+    log = tmp_path / "where.log"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2",
+            f"--lab-targets={','.join(targets)}", *(["--lab"] if how == "--lab" else []), "test_where.py"]
+    proc = subprocess.run(argv, cwd=tmp_path, env={**os.environ, "WHERE_LOG": str(log)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "12 passed" in proc.stdout
+    workers: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        target, worker = line.split()
+        workers.setdefault(target, set()).add(worker)
+    assert sorted(workers) == targets
+    assert all(len(w) == 1 for w in workers.values()), workers

@@ -16,11 +16,13 @@ Options:
                         (default <cache>/results/lab-signals.json)
 
 A lab test takes the ``lab_machine`` fixture and is parametrized over targets with
-``lab_targets()``, which also marks each case ``xdist_group(<target>)``. With
-``pytest -n N --dist loadgroup`` every target's tests go to one worker, which leases
-that target's machine once from the session's backend (vm.machines.lease) and keeps
-it for them: no two workers ever share a machine, and a worker holds one at a time.
-``--lab`` with ``-n`` switches xdist's default ``--dist load`` to ``loadgroup``.
+``lab_targets()`` (the target is the case's id). With ``pytest -n N`` (``--dist load``
+or ``loadgroup``) and the lab on, the plugin schedules the tests itself
+(vm.machines.scheduling): every target's tests go to one worker, which leases that
+target's machine once from the session's backend (vm.machines.lease) and keeps it for
+them; a worker holds one machine at a time. A lease of an SSH host (or Vagrant
+machine) is also exclusive on the host itself (vm.machines.hosts), so that whatever
+the scheduling, or another session, two leases never use one machine at once.
 
 Lab tests record their signal statistics with ``lab_record_signals(report)`` and the
 monitor's cost per syscall with ``lab_record_syscall_cost``; at the end of the session the
@@ -48,6 +50,7 @@ from vm.machines.hosts import HostsBackend
 from vm.machines.inventory import InventoryError, dump, load, parse
 from vm.machines.lease import Backend, Machine, all_targets
 from vm.machines.qemu_backend import QemuBackend
+from vm.machines.scheduling import target_scheduler
 
 SIGNALS_PROPERTY = "lab_signals"
 COST_PROPERTY = "lab_syscall_cost"
@@ -55,13 +58,14 @@ BACKEND = pytest.StashKey[Backend]()
 VAGRANT_INVENTORY = pytest.StashKey[str]()  # the running Vagrant machines, as inventory JSON
 VAGRANT_PROBLEM = pytest.StashKey[str]()  # why Vagrant could not be asked
 VAGRANT_WORKERINPUT = "mvee_lab_vagrant_inventory"
-SKIP_REASON = ("lab test: boots QEMU VMs; run with --lab (and -n auto --dist loadgroup), "
+SKIP_REASON = ("lab test: boots QEMU VMs; run with --lab (and -n auto), "
                "or vagrant up first")
 
 
 def lab_targets() -> list[Any]:
-    """pytest.param per boot target, each in its own xdist group."""
-    return [pytest.param(t, id=t, marks=[pytest.mark.lab, pytest.mark.xdist_group(t)]) for t in all_targets()]
+    """pytest.param per boot target, marked lab; its id, the target, is what the scheduler
+    groups by (vm.machines.scheduling)."""
+    return [pytest.param(t, id=t, marks=pytest.mark.lab) for t in all_targets()]
 
 
 # --- options and collection ---
@@ -105,10 +109,17 @@ def lab_enabled(config: pytest.Config) -> bool:
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    _find_vagrant_machines(config)
-    # Runs after xdist's (tryfirst) turned -n into --dist load: keep a target's tests together.
-    if lab_enabled(config) and getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
+    if not hasattr(config, "workerinput"):  # a worker gets them from the controller
+        _find_vagrant_machines(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's controller: a target's lab tests to one worker (xdist's loadgroup does not
+    group with pytest 9.2; see vm.machines.scheduling)."""
+    if lab_enabled(config) and config.getoption("dist") in ("load", "loadgroup"):
+        return target_scheduler(config, log)
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)
