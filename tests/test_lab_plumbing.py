@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.machines import accel, qemu, scheduling, vagrant
+from vm.machines import accel, hosts, qemu, scheduling, vagrant
 from vm.machines.inventory import InventoryError, dump, from_ssh_config, load
 
 
@@ -186,3 +186,24 @@ def test_with_xdist_one_worker_runs_all_of_a_targets_lab_tests(tmp_path: Path, h
         workers.setdefault(target, set()).add(worker)
     assert sorted(workers) == targets
     assert all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_the_host_lease_lock_lets_one_holder_in_and_names_it_to_the_next(tmp_path: Path) -> None:
+    # The shell line a lease runs over SSH (tests/lab/test_lab.py leases a real machine twice).
+    lock = str(tmp_path / "run" / "lease")
+
+    def lease(who: str, wait_s: float) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["sh", "-c", hosts.lock_command(who, wait_s, lock)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+
+    first = lease("first pid 1", 5)
+    assert first.stdout is not None and first.stdout.readline() == hosts.LEASED
+    second = lease("second pid 2", 1)
+    out, _ = second.communicate(timeout=30)
+    assert (second.returncode, out) == (75, b"still leased to first pid 1 after 1 s\n")
+    third = lease("third pid 3", 30)  # waits while first holds the lock
+    time.sleep(0.5)
+    assert third.poll() is None
+    first.communicate(timeout=30)  # stdin closed: the lease ends
+    out, _ = third.communicate(timeout=30)
+    assert (first.returncode, third.returncode, out) == (0, 0, hosts.LEASED)
