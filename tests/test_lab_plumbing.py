@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.machines import accel, hosts, qemu, scheduling, vagrant
+from vm.machines import accel, hosts, qemu, results, scheduling, vagrant
 from vm.machines.inventory import InventoryError, dump, from_ssh_config, load
 
 
@@ -207,3 +207,37 @@ def test_the_host_lease_lock_lets_one_holder_in_and_names_it_to_the_next(tmp_pat
     first.communicate(timeout=30)  # stdin closed: the lease ends
     out, _ = third.communicate(timeout=30)
     assert (first.returncode, third.returncode, out) == (0, 0, hosts.LEASED)
+
+
+def _run(target: str, delivered: int, p50: float, p99: float, maximum: float) -> dict:
+    return {"target": target, "test": "t", "program": "p", "delivered": delivered, "loop_trap": None,
+            "delay_ms": {"mean": (p50 + maximum) / 2, "p50": p50, "p99": p99, "max": maximum}}
+
+
+def test_a_targets_delay_distribution_weighs_its_runs_by_their_signals() -> None:
+    runs = [_run("a", 100, 1.0, 4.0, 5.0), _run("a", 300, 2.0, 3.0, 6.0), _run("a", 0, 9.0, 9.0, 9.0)]
+    assert results.delay_distribution(runs) == [
+        (1.0, 0.125),  # half of the first run's 100 of 400
+        (2.0, 0.5),  # and half of the second's 300
+        (3.0, (50 + 0.99 * 300) / 400),
+        (4.0, (99 + 297) / 400),
+        (5.0, (100 + 297) / 400),
+        (6.0, 1.0),
+    ]
+
+
+def test_the_lab_results_are_drawn_beside_the_json(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    tables = results.LabTables(None)  # type: ignore[arg-type]
+    tables.records = [_run("bookworm-i386", 9, 40.0, 55.0, 56.0), _run("trixie-amd64", 52, 5.0, 11.0, 11.0)]
+    tables.costs = [{"target": "bookworm-i386", "us_per_syscall": 8713.0},
+                    {"target": "trixie-amd64", "us_per_syscall": 2100.0},
+                    {"target": "trixie-amd64", "us_per_syscall": 2300.0}]
+    table = tables.table()
+    assert table["trixie-amd64"]["us_per_syscall"] == 2200.0
+    assert table["bookworm-i386"]["delivered"] == 9
+    path = tmp_path / "lab-signals.png"
+    assert results.plot(tables.records, table, path) == f"drawn in {path}"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results.plot([], {}, tmp_path / "none.png").startswith("nothing drawn")
+    assert not (tmp_path / "none.png").exists()
