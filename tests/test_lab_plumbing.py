@@ -34,6 +34,8 @@ def test_inventory_toml_and_json(tmp_path: Path) -> None:
     ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "h"\nport = 0', "field 'port'"),
     ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "h"\nsize = 1', "unknown field 'size'"),
     ("[[hosts]\n", "not valid TOML"),
+    ('[[hosts]]\nname = "a"\ntarget = "bookworm-i386"\nhost = "h"\nport = 2201\n'
+     '[[hosts]]\nname = "b"\ntarget = "trixie-amd64"\nhost = "h"\nport = 2201', "h:2201 is 'a' already"),
 ])
 def test_inventory_errors_are_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "hosts.toml"
