@@ -156,7 +156,7 @@ def plot(records: list[dict[str, Any]], table: dict[str, dict[str, Any]], path: 
     cost.bar_label(bars, labels=[f"{costs[t]:.0f}" for t in named], fontsize=8, padding=2)
     cost.invert_yaxis()
     cost.tick_params(axis="y", labelsize=8)
-    cost.set_xlabel("us per synchronised syscall (2 variants, over native)")
+    cost.set_xlabel("us per synchronised syscall, over native")
     cost.margins(x=0.2)
     figure.suptitle("Lab: delay distribution and syscall cost per target (delays from each run's "
                     "p50, p99 and max, weighted by its signals)", fontsize=10)
