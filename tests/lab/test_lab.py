@@ -4,6 +4,8 @@ Every test is parametrized over the boot targets with lab_targets() (one xdist
 group per target). What each target proves:
 - the machine is the target's: kernel architecture, IA-32 emulation on or off, and
   a Python with python-ptrace and keystone;
+- a lease of it as an SSH host is exclusive: a second lease waits, and gives up
+  naming the holder;
 - a real program of the guest (gzip) runs in 2 variants with the native output;
 - the corpus's base-system command lines (tests/corpus, marked `lab`: the guest's own
   Debian programs, i386 ones on the i386 target) run as natively, without a false
@@ -21,8 +23,10 @@ group per target). What each target proves:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import shlex
 import tarfile
@@ -32,7 +36,9 @@ import pytest
 
 from tests import corpus_run
 from vm.machines.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
-from vm.machines.lease import Machine
+from vm.machines.hosts import HostsBackend
+from vm.machines.inventory import HostEntry
+from vm.machines.lease import LeaseError, Machine
 from vm.machines.pytest_plugin import lab_targets
 
 NON_COMPLIANT_EXIT = 121
@@ -66,6 +72,27 @@ def test_machine_is_its_target(target: str, lab_machine: Machine) -> None:
     cmdline = ssh.run("cat /proc/cmdline", timeout=60).check().text.split()
     assert ("ia32_emulation=0" in cmdline) == (not lab_machine.target.ia32)
     assert ssh.run("python3 -c 'import ptrace, keystone; print(1)'", timeout=120).check().text.strip() == "1"
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_a_machine_is_leased_to_one_holder_at_a_time(target: str, lab_machine: Machine) -> None:
+    """Leases of the machine as an SSH host (what --lab-hosts and the Vagrant machines give)
+    never overlap: they share its working directory."""
+    ssh = lab_machine.ssh
+    again = HostsBackend([HostEntry("again", target, ssh.host, ssh.port, ssh.user, ssh.key_file)],
+                         "this machine again", lock_wait_s=2)
+    # A host's or Vagrant machine's lease (this test's own) holds it already; a QEMU VM is
+    # this lease's alone, so the first lease here is taken now.
+    held_by_fixture = lab_machine.how in ("host", "vagrant")
+    with contextlib.ExitStack() as first:
+        if not held_by_fixture:
+            first.enter_context(again.lease(target))
+        with pytest.raises(LeaseError, match=rf"still leased to \S+ pid {os.getpid()}\b.* after 2 s"), \
+                again.lease(target):
+            pass
+    if not held_by_fixture:
+        with again.lease(target) as machine:  # free again once the first lease ended
+            assert machine.ssh.run("echo free", timeout=60).check().text == "free\n"
 
 
 @pytest.mark.parametrize("target", lab_targets())
