@@ -29,6 +29,7 @@ from mvee import engine, ptrace_api, vdso, waitloop
 from mvee.abi import BY_NAME, HOST, Abi, execution_mode
 from mvee.events import (
     CloneEvent,
+    Event,
     ExecEvent,
     Exited,
     GroupStop,
@@ -36,6 +37,8 @@ from mvee.events import (
     SyscallEntry,
     SyscallExit,
     Waiter,
+    WaitFor,
+    Waiting,
 )
 from mvee.ptrace_api import SyscallStop
 from mvee.signals import (
@@ -287,6 +290,7 @@ class SignalExecutor:
     def after_exec(self, variant: Variant) -> None:
         """A new address space: the loop page went with the old one; handlers are reset."""
         variant.reopen_memory()
+        variant.executable = os.readlink(f"/proc/{variant.pid}/exe")
         vdso.hide(variant.pid, variant.memory)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
@@ -294,27 +298,42 @@ class SignalExecutor:
 
     def wait_for_exit(self, variant: Variant, deadline: float | None = None,
                       skipped: bool = False) -> SyscallStop | None:
+        """`exit_of`, waited for here: for a call that returns at once (a skipped call,
+        the injected mmap), which no other set needs the monitor for meanwhile."""
+        return self.waiter.drive(self.exit_of(variant, deadline, skipped))
+
+    def exit_of(self, variant: Variant, deadline: float | None = None,
+                skipped: bool = False) -> Waiting[SyscallStop | None]:
         """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit;
         None if it ended. `skipped`: the call was skipped, its exit is not read."""
         while True:
-            event = self.waiter.next(variant.pid, deadline, skipped)
+            event = yield WaitFor(frozenset((variant.pid,)), deadline, skipped)
             if event is None:
                 raise Alarm(Verdict.NON_COMPLIANT, f"variant {variant.index} stayed in a blocking "
                             "syscall after the others were interrupted by a signal", variant=variant.index)
-            if isinstance(event, SyscallExit):
-                return event.stop
-            if isinstance(event, Exited):
-                self.on_exit(variant)
-                return None
-            if isinstance(event, SyscallEntry):
-                raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
-            if isinstance(event, ExecEvent):
-                self.after_exec(variant)
-                ptrace_api.resume_to_syscall(variant.pid)
-            elif isinstance(event, CloneEvent):
-                ptrace_api.resume_to_syscall(variant.pid)
-            elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
-                ptrace_api.resume_to_syscall(variant.pid, event.signum)
+            done, stop = self.in_call(event)
+            if done:
+                return stop
+
+    def in_call(self, event: Event) -> tuple[bool, SyscallStop | None]:
+        """An event of a variant running a call: (True, its exit stop or None if it
+        ended), or (False, None) when it was resumed on towards the exit."""
+        variant = event.variant
+        if isinstance(event, SyscallExit):
+            return True, event.stop
+        if isinstance(event, Exited):
+            self.on_exit(variant)
+            return True, None
+        if isinstance(event, SyscallEntry):
+            raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
+        if isinstance(event, ExecEvent):
+            self.after_exec(variant)
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, CloneEvent):  # the monitor forms the new set (mvee.monitor)
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
+            ptrace_api.resume_to_syscall(variant.pid, event.signum)
+        return False, None
 
     def loop_address(self, variant: Variant) -> int | None:
         return self.seams[variant.index].loop_address

@@ -10,6 +10,7 @@ when it is built, and refuses a name it does not have.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import ClassVar, Protocol
@@ -677,6 +678,24 @@ class SigAction(Arg):
 
 
 @dataclass(frozen=True)
+class CloneArgs(Arg):
+    """clone3's struct clone_args, `size` bytes of u64 fields in every ABI: flags, exit
+    signal and sizes are compared; of its pointers (where PIDs go, stack, TLS) only
+    NULL-ness, since addresses differ with the layout."""
+
+    size: str
+    size_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("size",)
+    _POINTERS: ClassVar[frozenset[int]] = frozenset({1, 2, 3, 5, 7, 8})  # pidfd .. set_tid
+    _LARGEST: ClassVar[int] = 88  # CLONE_ARGS_SIZE_VER2
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        raw = memory.read(address, min(args[self.size_at], self._LARGEST) // 8 * 8)
+        fields = struct.unpack(f"<{len(raw) // 8}Q", raw)
+        return tuple(bool(value) if i in self._POINTERS else value for i, value in enumerate(fields))
+
+
+@dataclass(frozen=True)
 class Depends(Arg):
     """An argument whose kind depends on argument `on`'s value (ioctl, fcntl).
 
@@ -746,6 +765,9 @@ class Syscall:
     # fcntl(fd, F_DUPFD[_CLOEXEC as SOCK_CLOEXEC says], the leader's new fd) instead, a
     # placeholder at the same number (every I/O on it runs in the leader).
     follower_duplicates: tuple[str, str | None] | None = None
+    # LEADER_FIRST (wait4): (pid argument, options argument): the others wait for their own
+    # counterpart of the process the leader's call reaped (its result), without WNOHANG.
+    follower_reaps: tuple[str, str] | None = None
     # A multiplexer (i386 socketcall): its first argument selects a row, named here with
     # the number of words of its arguments, which the second argument points to.
     multiplexes: dict[int, tuple[str, int]] | None = field(default=None, hash=False)
@@ -773,6 +795,7 @@ class Syscall:
     local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
     closes_at: int | None = field(init=False, repr=False, compare=False)
     draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    follower_reaps_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -802,6 +825,7 @@ class Syscall:
             position(self.follower_duplicates[0]),
             None if self.follower_duplicates[1] is None else position(self.follower_duplicates[1])))
         object.__setattr__(self, "draws_random_at", pair_at(self.draws_random))
+        object.__setattr__(self, "follower_reaps_at", pair_at(self.follower_reaps))
         if self.opens:
             dirfd, path, flags = self.opens
             object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),

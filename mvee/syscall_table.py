@@ -15,6 +15,7 @@ import os
 from mvee.syscall_spec import (
     ALL_ABIS,
     Addr,
+    CloneArgs,
     CString,
     Deadline,
     Depends,
@@ -365,11 +366,15 @@ TABLE: list[Syscall] = [
     Syscall("exit", (Int("status"),), EACH),
     Syscall("exit_group", (Int("status"),), EACH),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
-    Syscall("fork", (), UNSUPPORTED, reason=PROCESSES),
-    Syscall("vfork", (), UNSUPPORTED, reason=PROCESSES),
-    Syscall("clone", (Flags("flags"), Ignored("stack"), Ignored("parent_tid"), Ignored("tls"),
-                      Ignored("child_tid")), UNSUPPORTED, reason=PROCESSES),
-    Syscall("clone3", (Ignored("args"), Int("size")), UNSUPPORTED, reason=PROCESSES),
+    # Each variant creates its own child; the children form a new set (mvee.variant_set),
+    # and every variant is told the leader's child's PID (mvee.pids).
+    Syscall("fork", (), EACH_LEADER_RESULT),
+    Syscall("vfork", (), EACH_LEADER_RESULT),
+    Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("child_tid"), Addr("tls")),
+            EACH_LEADER_RESULT, X86_64_ONLY),
+    Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("tls"), Addr("child_tid")),
+            EACH_LEADER_RESULT, I386_ONLY),  # the i386 kernel's order (CONFIG_CLONE_BACKWARDS)
+    Syscall("clone3", (CloneArgs("args", size="size"), Int("size")), EACH_LEADER_RESULT),
     # --- identity and the outside world: virtualised to the leader's values ---
     Syscall("getpid", (), LEADER),
     Syscall("getppid", (), LEADER),
@@ -416,8 +421,9 @@ TABLE: list[Syscall] = [
     Syscall("clock_nanosleep_time64", (Int("clockid"), Flags("flags"),
                                        Deadline("req", "timespec64", flags="flags"),
                                        OutStruct("rem", "timespec64")), LEADER, I386_ONLY),
+    # Each variant reaps its own child: the leader first, the others its counterpart.
     Syscall("wait4", (Pid("pid"), OutStruct("status", "int"), Flags("options"),
-                      OutStruct("rusage", "rusage")), LEADER),
+                      OutStruct("rusage", "rusage")), LEADER_FIRST, follower_reaps=("pid", "options")),
     # --- signals: dispositions and masks belong to each variant ---
     Syscall("rt_sigaction", (Int("sig"), SigAction("act"), Ignored("oldact"), Int("sigsetsize")),
             EACH, sets_disposition=("sig", "act")),

@@ -1,0 +1,217 @@
+"""One set of variants: a process of variant 0 and its counterparts, in lockstep.
+
+The variants' first processes form set 0. A fork, vfork or non-thread clone/clone3
+that every process of a set makes creates one child in each variant; those
+children, the k-th child of each process in creation order, form a new set, with
+the creating set as its parent. Each set runs in lockstep on its own: its
+rendezvous, comparison, execution by policy and signal delivery are its own
+(mvee.signals per set), and a set waiting in a call (a parent in wait4) never
+keeps another from running (mvee.monitor serves them all from one event loop).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from mvee import engine, ptrace_api
+from mvee.engine import Call
+from mvee.events import (
+    CloneEvent,
+    Event,
+    ExecEvent,
+    Exited,
+    GroupStop,
+    SignalStop,
+    SyscallEntry,
+    SyscallExit,
+    Waiter,
+    WaitFor,
+    Waiting,
+)
+from mvee.execution import PolicyExecutor
+from mvee.pids import PidMap
+from mvee.signal_executor import SignalExecutor, SignalOptions
+from mvee.signals import Proceed, Where
+from mvee.syscall_spec import Policy, signed
+from mvee.temp_names import TempNames
+from mvee.variant import Variant
+from mvee.verdict import Alarm, Verdict, early_exit_alarm
+
+
+class VariantSet:
+    def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
+                 options: SignalOptions, pids: PidMap) -> None:
+        self.number = number
+        self.variants = variants
+        self.parent = parent
+        self.pids = pids
+        pids.add([v.pid for v in variants])
+        self.syscalls = 0  # synchronised calls
+        self.local_syscalls = 0  # calls each variant ran at its own pace
+        self.executor = SignalExecutor(variants, waiter, options)
+        self.signals = self.executor.signals
+        self.policy = PolicyExecutor(variants, self.executor, pids)
+        self.temp_names = TempNames(variants)
+        self.call: Waiting[None] | None = None  # the agreed call in progress, while it waits
+        self.waiting_for: WaitFor | None = None  # what it waits for
+
+    @property
+    def ended(self) -> bool:
+        return not any(v.alive for v in self.variants)
+
+    def inherit(self, parent: VariantSet) -> None:
+        """A forked set starts with its parents' signal dispositions, open own files, epoll
+        cookies and wait-loop page (copied with the memory, or shared: CLONE_VM)."""
+        self.signals.dispositions = dict(parent.signals.dispositions)
+        self.signals.reset_on_delivery = set(parent.signals.reset_on_delivery)
+        self.policy.own_files.fds = [set(fds) for fds in parent.policy.own_files.fds]
+        self.policy.cookies = {index: dict(cookies) for index, cookies in parent.policy.cookies.items()}
+        for seam, parents in zip(self.executor.seams, parent.executor.seams, strict=True):
+            seam.loop, seam.loop_address = parents.loop, parents.loop_address
+
+    def describe(self) -> dict[str, object]:
+        """The set in the report."""
+        return {"set": self.number, "parent": self.parent.number if self.parent else None,
+                "program": self.variants[0].executable, "pids": [v.pid for v in self.variants],
+                "syscalls": self.syscalls}
+
+    # --- the call in progress ---
+
+    def start_call(self, call: Waiting[None]) -> None:
+        self.call = call
+        self._advance(None, first=True)
+
+    def take(self, event: Event | None) -> None:
+        """What the call in progress waited for: an event of one of its variants, or None
+        at its deadline."""
+        self._advance(event)
+
+    def _advance(self, event: Event | None, first: bool = False) -> None:
+        assert self.call is not None
+        try:
+            self.waiting_for = next(self.call) if first else self.call.send(event)
+        except StopIteration:
+            self.call = self.waiting_for = None
+
+    # --- the lockstep ---
+
+    def step(self) -> bool:
+        """At a rendezvous of the whole set: compare and start the agreed call. Whether
+        anything was done."""
+        if self.call is not None:
+            return False
+        live = [v for v in self.variants if v.alive]
+        if not live:
+            return False
+        wheres = {self.signals.where(v.index) for v in live}
+        if not wheres <= {Where.AT_SYSCALL}:
+            if not wheres & {Where.RUNNING, Where.PARKED}:
+                raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
+                            "stopped, none at a syscall")
+            return False
+        if len(live) < len(self.variants):
+            if self._dying_alike(live):
+                return True
+            raise early_exit_alarm(self.variants)
+        blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
+                   else frozenset())
+        decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
+        if decisions:
+            self.executor.carry_out(decisions)
+            return True
+        calls = [v.call for v in self.variants if v.call is not None]
+        assert len(calls) == len(self.variants)  # each decoded at its entry
+        detours = self.temp_names.detours(calls)  # mkstemp's extra draw (mvee.temp_names)
+        if detours:
+            for variant in detours:
+                self.executor.resume(variant)
+            return True
+        self.temp_names.reconcile(calls)  # names made from the layout
+        compared = [self._as_leader_sees(index, call) for index, call in enumerate(calls)]
+        reason = engine.compare(compared) or self.executor.tsc.disagreement()
+        if reason:
+            raise Alarm(Verdict.DIVERGENCE, self._named(reason), compared)
+        unsupported = calls[0].unsupported_reason
+        if unsupported:
+            raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
+        self.syscalls += 1
+        self.start_call(self.policy.execute(calls))
+        return True
+
+    def _as_leader_sees(self, index: int, call: Call) -> Call:
+        """The call with its PID arguments as virtual PIDs (mvee.pids), for the comparison."""
+        positions = engine.pid_arguments(call)
+        if not positions:
+            return call
+        values = list(call.values)
+        for position in positions:
+            values[position] = (self.pids.to_virtual(index, call.args[position]) if index
+                                else signed(call.args[position], 32))
+        return replace(call, values=tuple(values))
+
+    def _named(self, reason: str) -> str:
+        return reason if self.number == 0 else f"set {self.number}: {reason}"
+
+    def on_event(self, event: Event) -> None:
+        """A stop of one of the set's variants while no call of the set is in progress."""
+        variant = event.variant
+        if isinstance(event, SyscallEntry):
+            self._on_entry(event)
+        elif isinstance(event, SignalStop):
+            self.executor.on_signal_stop(event)
+        elif isinstance(event, SyscallExit | GroupStop | CloneEvent):
+            # the exit of a LOCAL call or of an execve: nothing to synchronise
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, Exited):
+            self.executor.on_exit(variant)
+        elif isinstance(event, ExecEvent):
+            self.executor.after_exec(variant)
+            ptrace_api.resume_to_syscall(variant.pid)
+
+    def on_deadline(self, now: float) -> None:
+        if self.call is None:
+            self.executor.carry_out(self.signals.on_deadline(now))
+
+    def _on_entry(self, entry: SyscallEntry) -> None:
+        variant, stop = entry.variant, entry.stop
+        variant.abi_name = variant.abi_name or stop.abi.name
+        if not self.executor.on_entry(variant, stop):
+            return
+        call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
+        local = call.spec is not None and (call.spec.policy_for(call.args) is Policy.LOCAL
+                                           or self.policy.own_files.is_local(variant, call))
+        if local:
+            self._check_loop_page(variant, call)
+        variant.call = call
+        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
+        self.executor.carry_out(decisions)
+        if local and Proceed(variant.index) in decisions:
+            self.local_syscalls += 1
+            self.executor.resume(variant)
+
+    def _check_loop_page(self, variant: Variant, call: Call) -> None:
+        """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
+        loop_address = self.executor.loop_address(variant)
+        if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
+            return
+        start, length = (call.args[i] for i in call.spec.changes_mappings_at)
+        if start <= loop_address < start + length:
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
+                        "wait-loop page", [call], variant=variant.index)
+
+    def _dying_alike(self, live: list[Variant]) -> bool:
+        """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
+        that the others, waiting at a syscall, have pending: they skip the call (it never
+        runs) and die of it on their way back to user space, as natively."""
+        killers = {v.term_signal for v in self.variants if not v.alive}
+        if len(killers) != 1 or None in killers:
+            return False
+        signum = killers.pop()
+        assert signum is not None
+        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
+            return False
+        for variant in live:
+            ptrace_api.skip_syscall(variant.pid)
+            self.signals.on_resumed(variant.index)
+        return True
