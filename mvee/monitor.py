@@ -52,18 +52,23 @@ class Monitor:
                     except ptrace_api.PtraceError as error:
                         raise self._vanished(error) from None
                 except Interrupted as interruption:
-                    kill_all(self.all_variants())
+                    self._kill_everything()
                     return Outcome(Verdict.INTERRUPTED, str(interruption), 128 + interruption.signum, None,
                                    self.syscalls, self._details())
                 except Alarm as alarm:
-                    kill_all(self.all_variants())
+                    self._kill_everything()
                     return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls, self._details())
                 except InjectionError as error:
-                    kill_all(self.all_variants())
+                    self._kill_everything()
                     return Outcome(Verdict.ERROR, str(error), None, None, self.syscalls)
             except BaseException:
-                kill_all(self.all_variants())  # a monitor bug: no process of any set stays
+                self._kill_everything()  # a monitor bug: no process of any set stays
                 raise
+
+    def _kill_everything(self) -> None:
+        """Every process of every set, and children not yet in a set."""
+        unpaired = [pid for children in self.unpaired.values() for pid in children]
+        kill_all(self.all_variants(), [*unpaired, *self.waiter.strays])
 
     def _details(self) -> dict[str, object]:
         root = self.sets[0]
@@ -88,7 +93,8 @@ class Monitor:
                 now = time.monotonic()
                 for variant_set in self.sets:
                     waiting = variant_set.waiting_for
-                    if variant_set.call is not None and waiting and waiting.deadline and waiting.deadline <= now:
+                    if variant_set.call is not None and waiting and waiting.deadline \
+                            and waiting.deadline <= now:
                         variant_set.take(None)
                     else:
                         variant_set.on_deadline(now)

@@ -180,6 +180,8 @@ TABLE: list[Syscall] = [
             follower_clears=OPEN_ONCE_ONLY, opens=("dirfd", "path", "flags")),
     Syscall("creat", (CString("path"), Int("mode")), LEADER_FIRST),
     Syscall("close", (Fd("fd"),), EACH_LEADER_RESULT, closes="fd"),
+    # Python's subprocess in the child before exec: the fd tables are mirrored.
+    Syscall("close_range", (Fd("first"), Int("last"), Flags("flags")), EACH_LEADER_RESULT),
     Syscall("dup", (Fd("fd"),), EACH),
     Syscall("dup2", (Fd("oldfd"), Fd("newfd")), EACH),
     Syscall("dup3", (Fd("oldfd"), Fd("newfd"), Flags("flags")), EACH),
@@ -386,6 +388,12 @@ TABLE: list[Syscall] = [
     # number is the leader's.
     Syscall("setpgid", (Pid("pid"), Pid("pgid")), EACH, foreign_process=LEADER),
     Syscall("setsid", (), EACH_LEADER_RESULT),
+    # The variants have the same credentials: the same change (make's setresuid(-1, euid,
+    # -1) to the euid it has) leaves them alike.
+    *(Syscall(name, (Int("r"), Int("e"), Int("s")), EACH_LEADER_RESULT)
+      for name in ("setresuid", "setresgid")),
+    *(Syscall(name, (Int("r"), Int("e"), Int("s")), EACH_LEADER_RESULT, I386_ONLY)
+      for name in ("setresuid32", "setresgid32")),
     *(Syscall(name, (), LEADER) for name in ("getuid", "geteuid", "getgid", "getegid")),
     *(Syscall(name, (), LEADER, I386_ONLY) for name in ("getuid32", "geteuid32", "getgid32", "getegid32")),
     Syscall("getgroups", (Int("size"), OutBuffer("list", length="size", unit=4)), LEADER),
@@ -478,9 +486,9 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "futex_time64", "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
     "changing credentials is not supported: each variant would change its own, and a "
     "leader-only change would leave the others with different rights": (
-        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-        "setgroups", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
-        "setfsuid32", "setfsgid32", "setgroups32", "capset", "capget"),
+        "setuid", "setgid", "setreuid", "setregid", "setfsuid", "setfsgid",
+        "setgroups", "setuid32", "setgid32", "setreuid32", "setregid32", "setfsuid32", "setfsgid32",
+        "setgroups32", "capset", "capget"),
     "a system administrator's call (machine-wide state, privileges), refused under the monitor": (
         "_sysctl", "acct", "adjtimex", "clock_adjtime", "clock_adjtime64", "clock_settime", "clock_settime64",
         "settimeofday", "stime", "sethostname", "setdomainname", "reboot", "kexec_load", "kexec_file_load",
@@ -510,7 +518,7 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
     "not supported yet (no row)": (
-        "close_range", "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
+        "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
         "readahead", "splice", "tee", "vmsplice", "sync_file_range", "recvmmsg", "recvmmsg_time64",
         "sendmmsg", "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
         "rt_sigtimedwait", "rt_sigtimedwait_time64", "utime", "utimes", "futimesat", "epoll_ctl_old",
