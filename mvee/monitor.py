@@ -34,7 +34,7 @@ class Monitor:
         self.sets = [VariantSet(0, variants, None, self.waiter, self.options, self.pids)]
         self.set_of = {v.pid: self.sets[0] for v in variants}
         # Per parent process: the children it created that no set has yet, in order.
-        self.unpaired: dict[int, list[int]] = {}
+        self.unpaired: dict[int, list[tuple[int, bool]]] = {}  # (PID or TID, a thread)
 
     @property
     def syscalls(self) -> int:
@@ -67,7 +67,7 @@ class Monitor:
 
     def _kill_everything(self) -> None:
         """Every process of every set, and children not yet in a set."""
-        unpaired = [pid for children in self.unpaired.values() for pid in children]
+        unpaired = [pid for children in self.unpaired.values() for pid, _ in children]
         kill_all(self.all_variants(), [*unpaired, *self.waiter.strays])
 
     def _details(self) -> dict[str, object]:
@@ -86,7 +86,7 @@ class Monitor:
             if all(s.ended for s in self.sets):
                 return self._final_outcome()
             deadlines = [s.waiting_for.deadline if s.call is not None and s.waiting_for else
-                         s.signals.next_deadline() for s in self.sets if not s.ended]
+                         s.next_deadline() for s in self.sets if not s.ended]
             due = [d for d in deadlines if d is not None]
             event = self.waiter.next(deadline=min(due) if due else None)
             if event is None:
@@ -139,22 +139,23 @@ class Monitor:
         formed = False
         births, self.waiter.births = self.waiter.births, []
         for birth in births:
-            if birth.thread:
-                raise Alarm(Verdict.UNSUPPORTED, f"variant {birth.variant.index} created a thread: "
-                            "threads are not supported yet", variant=birth.variant.index)
-            self.unpaired.setdefault(birth.variant.pid, []).append(birth.child)
+            self.unpaired.setdefault(birth.variant.pid, []).append((birth.child, birth.thread))
         for parent in list(self.sets):
             queues = [self.unpaired.get(v.pid) for v in parent.variants]
             while all(queues):
                 children = [queue.pop(0) for queue in queues if queue]
-                self._new_set(parent, children)
+                if len({thread for _, thread in children}) > 1:
+                    raise Alarm(Verdict.DIVERGENCE, f"set {parent.number}: a thread in some variants, "
+                                "a process in others")
+                self._new_set(parent, [child for child, _ in children], children[0][1])
                 formed = True
         return formed
 
-    def _new_set(self, parent: VariantSet, children: list[int]) -> None:
+    def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:
         variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name)
                     for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
-        variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids)
+        variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
+                                 thread)
         variant_set.inherit(parent)
         self.sets.append(variant_set)
         for variant in variants:

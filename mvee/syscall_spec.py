@@ -740,6 +740,10 @@ class Syscall:
     # (argument, bits): the call is LOCAL when those bits are set in that argument
     # (anonymous mmap), else it follows `policy` (file mappings are synchronised).
     local_when: tuple[str, int] | None = None
+    # (argument, values): in a process that has threads, the call is LOCAL when that
+    # argument has one of those values (a monotonic clock read, which a lock's timed
+    # wait makes or not depending on the interleaving: CPython's GIL).
+    local_in_threads: tuple[str, frozenset[int]] | None = field(default=None, hash=False)
     # The kernel raises SIGPIPE with EPIPE: a leader-only call must raise it in the others too.
     sigpipe_on_epipe: bool = False
     # (argument, bits): with those bits set, EPIPE raises no SIGPIPE (MSG_NOSIGNAL).
@@ -785,6 +789,7 @@ class Syscall:
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    local_in_threads_at: tuple[int, frozenset[int]] | None = field(init=False, repr=False, compare=False)
     follower_clears_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sigpipe_unless_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -815,6 +820,8 @@ class Syscall:
             return (position(reference[0]), position(reference[1])) if reference else None
 
         object.__setattr__(self, "local_when_at", bits_at(self.local_when))
+        object.__setattr__(self, "local_in_threads_at", self.local_in_threads and (
+            position(self.local_in_threads[0]), self.local_in_threads[1]))
         object.__setattr__(self, "follower_clears_at", bits_at(self.follower_clears))
         object.__setattr__(self, "sigpipe_unless_at", bits_at(self.sigpipe_unless))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
@@ -840,8 +847,12 @@ class Syscall:
         object.__setattr__(self, "replicates", any(k.replicates for k in kinds))
         object.__setattr__(self, "dependent", any(isinstance(arg, Depends) for arg in args))
 
-    def policy_for(self, args: tuple[int, ...]) -> Policy:
+    def policy_for(self, args: tuple[int, ...], threaded: bool = False) -> Policy:
+        """`threaded`: the calling process has (had) threads."""
         if self.local_when_at and args[self.local_when_at[0]] & self.local_when_at[1]:
+            return Policy.LOCAL
+        if threaded and self.local_in_threads_at and args[self.local_in_threads_at[0]] in \
+                self.local_in_threads_at[1]:
             return Policy.LOCAL
         if self.policy_cases_at:
             return self.policy_cases_at[1].get(args[self.policy_cases_at[0]], self.policy)

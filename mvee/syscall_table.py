@@ -51,6 +51,9 @@ from mvee.syscall_spec import (
     UpdatedTimeout,
 )
 
+# CLOCK_MONOTONIC, _RAW, _COARSE, CLOCK_BOOTTIME: clocks for timeouts, not dates.
+MONOTONIC_CLOCKS = frozenset({1, 4, 6, 7})
+
 EACH = Policy.EACH
 EACH_LEADER_RESULT = Policy.EACH_LEADER_RESULT
 LEADER = Policy.LEADER
@@ -347,8 +350,11 @@ TABLE: list[Syscall] = [
     Syscall("arch_prctl", (Int("code"), Ignored("addr")), EACH),
     Syscall("set_thread_area", (Ignored("u_info"),), EACH),
     Syscall("set_tid_address", (Ignored("tidptr"),), EACH_LEADER_RESULT),
-    Syscall("set_robust_list", (Ignored("head"), Int("len")), EACH),
-    Syscall("rseq", (Ignored("rseq"), Int("rseq_len"), Flags("flags"), Int("sig")), EACH),
+    # Calls that only coordinate a variant's own threads or memory run LOCAL: how often a
+    # thread takes a contended lock (futex), yields or registers its per-thread areas
+    # depends on the interleaving, which differs between the variants.
+    Syscall("set_robust_list", (Ignored("head"), Int("len")), LOCAL),
+    Syscall("rseq", (Ignored("rseq"), Int("rseq_len"), Flags("flags"), Int("sig")), LOCAL),
     Syscall("prctl", (Int("option"), Ignored("arg2"), Ignored("arg3"), Ignored("arg4"),
                       Ignored("arg5")), EACH),
     Syscall("prlimit64", (Pid("pid"), Int("resource"), InStruct("new", "rlimit64"),
@@ -357,12 +363,12 @@ TABLE: list[Syscall] = [
     Syscall("ugetrlimit", (Int("resource"), OutStruct("rlim", "rlimit")), EACH, I386_ONLY),
     Syscall("setrlimit", (Int("resource"), InStruct("rlim", "rlimit")), EACH),
     Syscall("personality", (Flags("persona"),), EACH),
-    Syscall("sched_yield", (), EACH),
-    Syscall("membarrier", (Int("cmd"), Flags("flags"), Int("cpu_id")), EACH),
-    # Which futex arguments mean anything depends on the operation; single-threaded
-    # variants only wake themselves, so only op and val are compared.
+    Syscall("sched_yield", (), LOCAL),
+    Syscall("membarrier", (Int("cmd"), Flags("flags"), Int("cpu_id")), LOCAL),
     Syscall("futex", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
-                      Ignored("val3")), EACH),
+                      Ignored("val3")), LOCAL),
+    Syscall("futex_time64", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
+                             Ignored("val3")), LOCAL, I386_ONLY),
     # After a nanosleep interrupted without a handler; the leader holds the restart block.
     Syscall("restart_syscall", (), LEADER),
     Syscall("exit", (Int("status"),), EACH),
@@ -418,8 +424,10 @@ TABLE: list[Syscall] = [
             LEADER),
     Syscall("time", (OutStruct("tloc", "long"),), LEADER),
     Syscall("gettimeofday", (OutStruct("tv", "timeval"), OutStruct("tz", "timezone")), LEADER),
-    Syscall("clock_gettime", (Int("clockid"), OutStruct("tp", "timespec")), LEADER),
-    Syscall("clock_gettime64", (Int("clockid"), OutStruct("tp", "timespec64")), LEADER, I386_ONLY),
+    Syscall("clock_gettime", (Int("clockid"), OutStruct("tp", "timespec")), LEADER,
+            local_in_threads=("clockid", MONOTONIC_CLOCKS)),
+    Syscall("clock_gettime64", (Int("clockid"), OutStruct("tp", "timespec64")), LEADER, I386_ONLY,
+            local_in_threads=("clockid", MONOTONIC_CLOCKS)),
     Syscall("clock_getres", (Int("clockid"), OutStruct("res", "timespec")), LEADER),
     Syscall("clock_getres_time64", (Int("clockid"), OutStruct("res", "timespec64")), LEADER,
             I386_ONLY),
@@ -483,7 +491,7 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "waitid", "waitpid", "execveat", "get_robust_list", "get_thread_area", "modify_ldt", "kcmp",
         "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
         "process_vm_readv", "process_vm_writev", "ptrace", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
-        "futex_time64", "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
+        "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
     "changing credentials is not supported: each variant would change its own, and a "
     "leader-only change would leave the others with different rights": (
         "setuid", "setgid", "setreuid", "setregid", "setfsuid", "setfsgid",

@@ -7,12 +7,14 @@ the creating set as its parent. Each set runs in lockstep on its own: its
 rendezvous, comparison, execution by policy and signal delivery are its own
 (mvee.signals per set), and a set waiting in a call (a parent in wait4) never
 keeps another from running (mvee.monitor serves them all from one event loop).
+A thread (CLONE_THREAD) forms a thread set the same way, which shares its process's
+signal dispositions and files with the process's other sets.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from mvee import engine, ptrace_api
 from mvee.engine import Call
@@ -38,11 +40,21 @@ from mvee.temp_names import TempNames
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict, early_exit_alarm
 
+THREAD_EXIT_GRACE = 2.0  # seconds
+
+
+@dataclass
+class Process:
+    """What the sets of one process's threads share."""
+
+    threaded: bool = False  # it has had threads: its monotonic clock reads are LOCAL
+
 
 class VariantSet:
     def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
-                 options: SignalOptions, pids: PidMap) -> None:
+                 options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
         self.number = number
+        self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
         self.pids = pids
@@ -55,26 +67,44 @@ class VariantSet:
         self.temp_names = TempNames(variants)
         self.call: Waiting[None] | None = None  # the agreed call in progress, while it waits
         self.waiting_for: WaitFor | None = None  # what it waits for
+        self.ended_early: float | None = None  # when a thread of the set ended before the others
+        # Shared by the sets of one process's threads.
+        self.process = parent.process if thread and parent else Process()
+        self.process.threaded |= thread
 
     @property
     def ended(self) -> bool:
         return not any(v.alive for v in self.variants)
 
     def inherit(self, parent: VariantSet) -> None:
-        """A forked set starts with its parents' signal dispositions, open own files, epoll
-        cookies and wait-loop page (copied with the memory, or shared: CLONE_VM)."""
-        self.signals.dispositions = dict(parent.signals.dispositions)
-        self.signals.reset_on_delivery = set(parent.signals.reset_on_delivery)
-        self.policy.own_files.fds = [set(fds) for fds in parent.policy.own_files.fds]
-        self.policy.cookies = {index: dict(cookies) for index, cookies in parent.policy.cookies.items()}
+        """A new set starts with its parents' signal dispositions, own files, epoll cookies
+        and wait-loop page: copies for a process (its memory, fds and handlers are copies,
+        the page too, or the same page with CLONE_VM), the same objects for a thread,
+        which shares them with every thread of its process."""
+        if self.thread:
+            self.signals.dispositions = parent.signals.dispositions
+            self.signals.reset_on_delivery = parent.signals.reset_on_delivery
+            self.policy.own_files.fds = parent.policy.own_files.fds
+            self.policy.cookies = parent.policy.cookies
+        else:
+            self.signals.dispositions = dict(parent.signals.dispositions)
+            self.signals.reset_on_delivery = set(parent.signals.reset_on_delivery)
+            self.policy.own_files.fds = [set(fds) for fds in parent.policy.own_files.fds]
+            self.policy.cookies = {index: dict(cookies) for index, cookies in parent.policy.cookies.items()}
         for seam, parents in zip(self.executor.seams, parent.executor.seams, strict=True):
             seam.loop, seam.loop_address = parents.loop, parents.loop_address
+
+    def next_deadline(self) -> float | None:
+        """When `on_deadline` is due if nothing else happens first."""
+        deadlines = [d for d in (self.signals.next_deadline(),
+                                 self.ended_early and self.ended_early + THREAD_EXIT_GRACE) if d]
+        return min(deadlines) if deadlines else None
 
     def describe(self) -> dict[str, object]:
         """The set in the report."""
         return {"set": self.number, "parent": self.parent.number if self.parent else None,
-                "program": self.variants[0].executable, "pids": [v.pid for v in self.variants],
-                "syscalls": self.syscalls}
+                "thread": self.thread, "program": self.variants[0].executable,
+                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls}
 
     # --- the call in progress ---
 
@@ -113,6 +143,8 @@ class VariantSet:
         if len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
+            if self.thread and self._process_exiting():
+                return False
             raise early_exit_alarm(self.variants)
         blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
                    else frozenset())
@@ -179,7 +211,8 @@ class VariantSet:
         if not self.executor.on_entry(variant, stop):
             return
         call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
-        local = call.spec is not None and (call.spec.policy_for(call.args) is Policy.LOCAL
+        local = call.spec is not None and (call.spec.policy_for(call.args, self.process.threaded)
+                                           is Policy.LOCAL
                                            or self.policy.own_files.is_local(variant, call))
         if local:
             self._check_loop_page(variant, call)
@@ -199,6 +232,14 @@ class VariantSet:
         if start <= loop_address < start + length:
             raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
+
+    def _process_exiting(self) -> bool:
+        """A thread ended in some variants while its counterparts wait at a syscall: the
+        process's exit_group, run by another thread set, ends them too in a moment.
+        They are given `THREAD_EXIT_GRACE` to do so before it counts as an early exit."""
+        now = time.monotonic()
+        self.ended_early = self.ended_early or now
+        return now < self.ended_early + THREAD_EXIT_GRACE
 
     def _dying_alike(self, live: list[Variant]) -> bool:
         """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
