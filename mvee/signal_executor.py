@@ -291,6 +291,7 @@ class SignalExecutor:
         """A new address space: the loop page went with the old one; handlers are reset."""
         variant.reopen_memory()
         variant.executable = os.readlink(f"/proc/{variant.pid}/exe")
+        variant.abi_name = ""  # the new program's, from its first syscall
         vdso.hide(variant.pid, variant.memory)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
