@@ -14,6 +14,8 @@ signal dispositions and files with the process's other sets.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from mvee import engine, ptrace_api
@@ -119,16 +121,21 @@ class VariantSet:
 
     def _advance(self, event: Event | None, first: bool = False) -> None:
         assert self.call is not None
-        try:
-            self.waiting_for = next(self.call) if first else self.call.send(event)
-        except StopIteration:
-            self.call = self.waiting_for = None
+        with self._naming():
+            try:
+                self.waiting_for = next(self.call) if first else self.call.send(event)
+            except StopIteration:
+                self.call = self.waiting_for = None
 
     # --- the lockstep ---
 
     def step(self) -> bool:
         """At a rendezvous of the whole set: compare and start the agreed call. Whether
         anything was done."""
+        with self._naming():
+            return self._step()
+
+    def _step(self) -> bool:
         if self.call is not None:
             return False
         live = [v for v in self.variants if v.alive]
@@ -163,7 +170,7 @@ class VariantSet:
         compared = [self._as_leader_sees(index, call) for index, call in enumerate(calls)]
         reason = engine.compare(compared) or self.executor.tsc.disagreement()
         if reason:
-            raise Alarm(Verdict.DIVERGENCE, self._named(reason), compared)
+            raise Alarm(Verdict.DIVERGENCE, reason, compared)
         unsupported = calls[0].unsupported_reason
         if unsupported:
             raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
@@ -182,11 +189,22 @@ class VariantSet:
                                 else signed(call.args[position], 32))
         return replace(call, values=tuple(values))
 
-    def _named(self, reason: str) -> str:
-        return reason if self.number == 0 else f"set {self.number}: {reason}"
+    @contextmanager
+    def _naming(self) -> Iterator[None]:
+        """An alarm of a set other than the first names it."""
+        try:
+            yield
+        except Alarm as alarm:
+            if self.number and not alarm.message.startswith("set "):
+                alarm.message = f"set {self.number}: {alarm.message}"
+            raise
 
     def on_event(self, event: Event) -> None:
         """A stop of one of the set's variants while no call of the set is in progress."""
+        with self._naming():
+            self._on_event(event)
+
+    def _on_event(self, event: Event) -> None:
         variant = event.variant
         if isinstance(event, SyscallEntry):
             self._on_entry(event)
@@ -203,7 +221,8 @@ class VariantSet:
 
     def on_deadline(self, now: float) -> None:
         if self.call is None:
-            self.executor.carry_out(self.signals.on_deadline(now))
+            with self._naming():
+                self.executor.carry_out(self.signals.on_deadline(now))
 
     def _on_entry(self, entry: SyscallEntry) -> None:
         variant, stop = entry.variant, entry.stop
