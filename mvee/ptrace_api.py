@@ -212,6 +212,19 @@ def signal_pending(pid: int, signum: int) -> bool:
         return False
 
 
+def blocked_in(pid: int) -> int | None:
+    """The syscall a task sleeps in (not stopped by the monitor), or None: it runs, or is
+    stopped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/syscall") as syscall:
+            first = syscall.read().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if state in ("S", "D") and first.lstrip("-").isdigit() and first != "-1" else None
+
+
 class Memory:
     """A stopped tracee's address space through /proc/PID/mem.
 

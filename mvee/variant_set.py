@@ -43,6 +43,9 @@ from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict, early_exit_alarm
 
 THREAD_EXIT_GRACE = 2.0  # seconds
+# How long variants sleeping in a LOCAL call may keep the others of their set waiting at
+# a rendezvous before the set is taken to have diverged (mvee.variant_set._check_stall).
+STALL_SECONDS = 3.0
 
 
 @dataclass
@@ -70,6 +73,7 @@ class VariantSet:
         self.call: Waiting[None] | None = None  # the agreed call in progress, while it waits
         self.waiting_for: WaitFor | None = None  # what it waits for
         self.ended_early: float | None = None  # when a thread of the set ended before the others
+        self.partial_since: float | None = None  # since when some variants wait at a rendezvous
         # Shared by the sets of one process's threads.
         self.process = parent.process if thread and parent else Process()
         self.process.threaded |= thread
@@ -99,7 +103,8 @@ class VariantSet:
     def next_deadline(self) -> float | None:
         """When `on_deadline` is due if nothing else happens first."""
         deadlines = [d for d in (self.signals.next_deadline(),
-                                 self.ended_early and self.ended_early + THREAD_EXIT_GRACE) if d]
+                                 self.ended_early and self.ended_early + THREAD_EXIT_GRACE,
+                                 self.partial_since and self.partial_since + STALL_SECONDS) if d]
         return min(deadlines) if deadlines else None
 
     def describe(self) -> dict[str, object]:
@@ -146,7 +151,12 @@ class VariantSet:
             if not wheres & {Where.RUNNING, Where.PARKED}:
                 raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
                             "stopped, none at a syscall")
+            if Where.AT_SYSCALL not in wheres:
+                self.partial_since = None
+            elif self.partial_since is None:
+                self.partial_since = time.monotonic()
             return False
+        self.partial_since = None
         if len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
@@ -223,6 +233,30 @@ class VariantSet:
         if self.call is None:
             with self._naming():
                 self.executor.carry_out(self.signals.on_deadline(now))
+                if self.partial_since is not None and now >= self.partial_since + STALL_SECONDS:
+                    self._check_stall()
+
+    def _check_stall(self) -> None:
+        """Some variants wait at a rendezvous while the others sleep in a LOCAL call (a
+        futex): in a program with threads (or processes sharing a lock), the interleaving
+        took them down different paths, and waiting would wait for good. Variants that
+        compute are left to arrive."""
+        waiting = [v for v in self.variants if v.alive and self.signals.where(v.index) is Where.AT_SYSCALL]
+        blocked = {v.index: ptrace_api.blocked_in(v.pid) for v in self.variants
+                   if v.alive and v not in waiting}
+        if not waiting or None in blocked.values():
+            self.partial_since = time.monotonic()  # still computing: look again later
+            return
+        abi = waiting[0].call.abi if waiting[0].call else None
+        views = "; ".join(f"variant {v.index} waits at {v.call.render() if v.call else 'a syscall'}"
+                          for v in waiting)
+        others = "; ".join(f"variant {index} sleeps in {abi.name_of(nr) if abi else nr}"
+                           for index, nr in blocked.items())
+        kind = "thread set" if self.thread else "set"
+        raise Alarm(Verdict.DIVERGENCE, f"{kind} {self.number}: the variants took different paths "
+                    f"({views}; {others} for {STALL_SECONDS:g} s): the interleaving of threads or "
+                    "processes sharing memory decided their calls",
+                    [v.call for v in waiting if v.call is not None])
 
     def _on_entry(self, entry: SyscallEntry) -> None:
         variant, stop = entry.variant, entry.stop
