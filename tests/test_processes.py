@@ -200,3 +200,23 @@ def test_work_sharing_runs_as_natively_or_stops_with_the_interleaving_alarm(
         assert expected.stdout.startswith(result.stdout)
     assert any(s["thread"] for s in result.report["sets"])
     assert wait_until_gone([], result.tag) == []
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+def test_sigchld_is_an_asynchronous_signal_to_the_parents_set(variants: str, run_mvee,
+                                                              tmp_path: Path) -> None:
+    """Each parent variant's kernel raises SIGCHLD when its own child ends, at a different
+    point in each: the parent's set delivers it at one point, to a handler that counts."""
+    code = ("import os, signal, subprocess\n"
+            "seen = []\n"
+            "signal.signal(signal.SIGCHLD, lambda s, f: seen.append(s))\n"
+            "for _ in range(4):\n"
+            "    subprocess.run(['/bin/true'])\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os._exit(4)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "print('status', os.waitstatus_to_exitcode(status), 'handled', len(seen) >= 1)\n")
+    report = assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
+    assert report["signals"]["delivered"] >= 1
+    assert len(report["sets"]) == 6
