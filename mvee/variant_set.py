@@ -18,21 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from mvee import engine, ptrace_api
+from mvee import engine, events, ptrace_api
 from mvee.engine import Call
-from mvee.events import (
-    CloneEvent,
-    Event,
-    ExecEvent,
-    Exited,
-    GroupStop,
-    SignalStop,
-    SyscallEntry,
-    SyscallExit,
-    Waiter,
-    WaitFor,
-    Waiting,
-)
+from mvee.events import Event, Waiter, WaitFor, Waiting
 from mvee.execution import PolicyExecutor
 from mvee.pids import PidMap
 from mvee.signal_executor import SignalExecutor, SignalOptions
@@ -216,16 +204,16 @@ class VariantSet:
 
     def _on_event(self, event: Event) -> None:
         variant = event.variant
-        if isinstance(event, SyscallEntry):
+        if isinstance(event, events.SyscallEntry):
             self._on_entry(event)
-        elif isinstance(event, SignalStop):
+        elif isinstance(event, events.SignalStop):
             self.executor.on_signal_stop(event)
-        elif isinstance(event, SyscallExit | GroupStop | CloneEvent):
+        elif isinstance(event, events.SyscallExit | events.GroupStop | events.CloneEvent):
             # the exit of a LOCAL call or of an execve: nothing to synchronise
             ptrace_api.resume_to_syscall(variant.pid)
-        elif isinstance(event, Exited):
+        elif isinstance(event, events.Exited):
             self.executor.on_exit(variant)
-        elif isinstance(event, ExecEvent):
+        elif isinstance(event, events.ExecEvent):
             self.executor.after_exec(variant)
             ptrace_api.resume_to_syscall(variant.pid)
 
@@ -258,7 +246,7 @@ class VariantSet:
                     "processes sharing memory decided their calls",
                     [v.call for v in waiting if v.call is not None])
 
-    def _on_entry(self, entry: SyscallEntry) -> None:
+    def _on_entry(self, entry: events.SyscallEntry) -> None:
         variant, stop = entry.variant, entry.stop
         variant.abi_name = variant.abi_name or stop.abi.name
         if not self.executor.on_entry(variant, stop):
