@@ -132,7 +132,8 @@ FD_SETS = tuple(FdSet(fds, nfds="nfds") for fds in ("readfds", "writefds", "exce
 EPOLL_EVENTS = EpollEvents("events", epfd="epfd")
 
 
-PROCESSES = "processes and threads are not supported yet"
+PROCESSES = ("a call on processes or threads whose PIDs, memory or namespaces the monitor "
+             "does not translate between the variants yet")
 SYSV_IPC = ("System V IPC: a shared-memory segment attached in every variant would take each "
             "variant's writes (N times over), and one attached in the leader only would leave the "
             "others without it; semaphores and message queues are not supported yet")
