@@ -263,7 +263,7 @@ class Waiter:
                 raise Interrupted(signum)
             self.undelivered[signum] = now
         for variant in self.by_pid.values():
-            if variant.alive:
+            if variant.alive and not variant.thread:  # a process's signal, once per process
                 os.kill(variant.pid, signum)
 
     @staticmethod

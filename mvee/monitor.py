@@ -152,7 +152,8 @@ class Monitor:
         return formed
 
     def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:
-        variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name)
+        variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name,
+                            thread=thread)
                     for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
         variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
                                  thread)

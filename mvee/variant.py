@@ -35,6 +35,7 @@ class Variant:
     term_signal: int | None = None
     abi_name: str = ""
     call: Call | None = None  # the call it waits at, decoded, while at a syscall entry
+    thread: bool = False  # a thread (CLONE_THREAD) of another variant's process
 
     @property
     def alive(self) -> bool:
