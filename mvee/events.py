@@ -178,6 +178,11 @@ class Waiter:
         """Keep an event for whoever waits for its variant next."""
         self.held.setdefault(event.variant.pid, deque()).append(event)
 
+    def holds_signal(self, pid: int, signum: int) -> bool:
+        """Whether a signal stop of that number is kept for a busy set (waited for already)."""
+        return any(isinstance(event, SignalStop) and event.signum == signum
+                   for event in self.held.get(pid, ()))
+
     def take_held(self, pids: frozenset[int]) -> Event | None:
         for pid in pids:
             queue = self.held.get(pid)

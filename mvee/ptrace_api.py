@@ -227,6 +227,18 @@ def signal_pending(pid: int, signum: int) -> bool:
         return False
 
 
+def stopped_by_signal(pid: int) -> int | None:
+    """The signal of a signal-delivery-stop the tracee is in and nobody has waited for
+    yet (the kernel dequeued it already), without consuming the stop; else None."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG | os.WNOWAIT | WALL)
+    except ChildProcessError:
+        return None
+    if found is None or found.si_code != os.CLD_TRAPPED or found.si_status & 0x80:
+        return None  # running, or a syscall stop (SIGTRAP | 0x80)
+    return found.si_status
+
+
 def blocked_in(pid: int) -> int | None:
     """The syscall a task sleeps in (not stopped by the monitor), or None: it runs, or is
     stopped."""

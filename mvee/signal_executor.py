@@ -251,10 +251,10 @@ class SignalExecutor:
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
-            elif not self.signals.takes_resent(0, stop.signum):
+            elif not self.signals.merges_with_pending(0, stop.signum):
                 self._mirror_to_followers(stop.signum, info)
-            # else the instance the monitor raised again in the leader, which the kernel
-            # merged with a new expiry: the others have their copy of it already.
+            # else the instance the monitor raised again in the leader, or a new expiry
+            # merged with the one it has set aside: the others have their copy already.
         elif si_code == SI_USER and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
@@ -404,6 +404,8 @@ class SignalExecutor:
     def _raise(self, variant: Variant, signum: int) -> None:
         """Raise a set-aside signal again; in a variant running with it held back, once
         a SIGSTOP of the monitor's has stopped it and it is unblocked."""
+        if ptrace_api.stopped_by_signal(variant.pid) == signum or self.waiter.holds_signal(variant.pid, signum):
+            return  # its kernel dequeued an instance already: that stop is the one raised
         seam = self.seams[variant.index]
         seam.raise_when_stopped.append(signum)
         if not self._let_through(variant) and not seam.interrupts:

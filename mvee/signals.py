@@ -275,10 +275,11 @@ class SignalCoordinator:
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
 
-    def takes_resent(self, index: int, signum: int) -> bool:
-        """A stop with `signum` is the instance raised again in this variant (it has one
-        set aside and was sent it again), whatever siginfo the kernel merged into it."""
-        return index in self.resent and self.variants[index].has_pending(signum)
+    def merges_with_pending(self, index: int, signum: int) -> bool:
+        """A stop with `signum` adds nothing to what this variant has set aside: it is the
+        instance raised again in it, whatever siginfo the kernel merged into it, or a new
+        instance of a standard signal it has pending (they coalesce, as in its kernel)."""
+        return self.variants[index].has_pending(signum) and (index in self.resent or signum < SIGRTMIN)
 
     def runs_handler(self, signum: int) -> bool:
         return self.dispositions.get(signum) is Disposition.HANDLER

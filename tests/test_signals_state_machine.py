@@ -352,14 +352,20 @@ def test_converge_while_computing_follows_rules_4_to_7_until_a_variant_waits_at_
     assert machine.converging == {ALRM} and machine.next_deadline() == pytest.approx(2.01)
 
 
-def test_a_stop_with_a_signal_raised_again_is_that_instance() -> None:
+def test_a_stop_with_a_signal_set_aside_adds_nothing_to_it() -> None:
     """The leader's timer signals are mirrored into the others at each of its stops, but
-    not the one the monitor raised again: the kernel may merge a new expiry into it,
-    and the others already have their copy (a second one made them handle one more)."""
+    not one that merges with what it has set aside: the instance the monitor raised
+    again (the kernel may merge a new expiry into it), or a new expiry of a standard
+    signal it has pending. The others already have their copy (a second one made them
+    handle one more, and the leader, its timer disarmed, waited for one in vain)."""
     machine = coordinator(2, policy="converge")
     machine.on_syscall_entry(1, 0.0)
+    assert not machine.merges_with_pending(0, ALRM)  # nothing set aside: a new signal
     machine.on_signal(0, ALRM, info(0), 0.0)
-    assert not machine.takes_resent(0, ALRM)  # set aside, not raised again yet
+    assert machine.merges_with_pending(0, ALRM)  # set aside: a new expiry coalesces
     assert machine.on_syscall_entry(0, 0.01) == [Resend(0, ALRM), Proceed(0)]
-    assert machine.takes_resent(0, ALRM)
-    assert not machine.takes_resent(1, ALRM) and not machine.takes_resent(0, USR1)
+    assert machine.merges_with_pending(0, ALRM)
+    assert not machine.merges_with_pending(1, ALRM) and not machine.merges_with_pending(0, USR1)
+    rt = signal.SIGRTMIN + 1  # real-time instances queue: each is one more
+    machine.on_signal(0, rt, info(0), 0.02)
+    assert not machine.merges_with_pending(0, rt)
