@@ -404,7 +404,8 @@ class SignalExecutor:
     def _raise(self, variant: Variant, signum: int) -> None:
         """Raise a set-aside signal again; in a variant running with it held back, once
         a SIGSTOP of the monitor's has stopped it and it is unblocked."""
-        if ptrace_api.stopped_by_signal(variant.pid) == signum or self.waiter.holds_signal(variant.pid, signum):
+        if ptrace_api.stopped_by_signal(variant.pid) == signum or \
+                self.waiter.holds_signal(variant.pid, signum):
             return  # its kernel dequeued an instance already: that stop is the one raised
         seam = self.seams[variant.index]
         seam.raise_when_stopped.append(signum)
