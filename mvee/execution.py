@@ -13,7 +13,8 @@ import errno
 import os
 import signal
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 from mvee import engine, ptrace_api
 from mvee.abi import HOST
@@ -147,8 +148,10 @@ class PolicyExecutor:
                 expected = self.pids.to_real(follower.index, leader_result)
                 override.set(pid_at, expected)
                 override.set(options_at, call.args[options_at] & ~os.WNOHANG)
-            ptrace_api.resume_to_syscall(follower.pid)
-            exit_stop = yield from self.signals.exit_of(follower)
+            with _signals_blocked(follower) if call.spec.follower_reaps_at else nullcontext():
+                # Not interrupted: its signals come at the set's next point, as the leader's.
+                ptrace_api.resume_to_syscall(follower.pid)
+                exit_stop = yield from self.signals.exit_of(follower)
             if exit_stop is None:
                 raise Alarm(Verdict.DIVERGENCE, f"variant {follower.index} {follower.termination()} "
                             f"in {call.name}", variant=follower.index)
@@ -196,6 +199,18 @@ class PolicyExecutor:
     def _names_foreign_process(self, call: Call) -> bool:
         """Whether a call names a process outside the variants' sets."""
         return not all(self.pids.is_known(call.args[i]) for i in engine.pid_arguments(call))
+
+
+@contextmanager
+def _signals_blocked(variant: Variant) -> Iterator[None]:
+    """Every signal blocked in a variant stopped at a syscall entry, while its call runs."""
+    mask = ptrace_api.signal_mask(variant.pid)
+    ptrace_api.set_signal_mask(variant.pid, (1 << 64) - 1)
+    try:
+        yield
+    finally:
+        if variant.alive:
+            ptrace_api.set_signal_mask(variant.pid, mask)
 
 
 class _ArgumentOverride:

@@ -248,6 +248,12 @@ class SignalExecutor:
         # the signal lets the kernel restart it.
         interrupted = None if seam.parked_regs is not None else _interrupted_call(regs)
         info, si_code = stop.info, stop.si_code
+        if self.own_instance(stop):
+            mirrored = self._coalesced_copy(variant, stop.signum)
+            if mirrored is None:
+                ptrace_api.resume_to_syscall(variant.pid)
+                return
+            info = mirrored
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
@@ -269,6 +275,12 @@ class SignalExecutor:
             elif not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging:
                 self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
+
+    @staticmethod
+    def own_instance(stop: SignalStop) -> bool:
+        """A follower's own instance of a signal whose instances are the leader's, mirrored
+        (`raised_by_leader_only`): dropped, it gets the leader's."""
+        return stop.variant.index > 0 and raised_by_leader_only(stop.signum, stop.si_code)
 
     def on_handler_return(self) -> None:
         """Every variant ran rt_sigreturn: back from a signal handler."""
@@ -298,6 +310,17 @@ class SignalExecutor:
                 if signum >= SIGRTMIN or sum(queued == signum for queued, _ in queue) < 2:
                     queue.append((signum, info))
                 os.kill(follower.pid, signum)
+
+    def _coalesced_copy(self, variant: Variant, signum: int) -> bytes | None:
+        """At a follower's own instance of a mirrored signal: the leader's siginfo if the
+        copy the monitor sent coalesced into it in the follower's kernel (sent, and no
+        longer pending), else None (none sent, or it is still to come: this one is dropped)."""
+        if not any(queued == signum for queued, _ in self.seams[variant.index].mirrored):
+            return None
+        pending = ptrace_api.pending_siginfos(variant.pid)
+        if any(int.from_bytes(info[:4], "little") == signum for info in pending):
+            return None
+        return self._mirrored_info(variant, signum)
 
     def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
         queue = self.seams[variant.index].mirrored
@@ -354,6 +377,9 @@ class SignalExecutor:
             self.after_exec(variant)
             ptrace_api.resume_to_syscall(variant.pid)
         elif isinstance(event, CloneEvent):  # the monitor forms the new set (mvee.monitor)
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, SignalStop) and self.own_instance(event) and \
+                self._coalesced_copy(variant, event.signum) is None:
             ptrace_api.resume_to_syscall(variant.pid)
         elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
             ptrace_api.resume_to_syscall(variant.pid, event.signum)
