@@ -89,6 +89,9 @@ class PolicyExecutor:
         for follower in self.followers:
             ptrace_api.skip_syscall(follower.pid)
         result = yield from self._run_leader(call)
+        unshared = engine.leader_only_outputs(call, self.leader.memory, result)
+        if unshared:  # the fd tables would differ from here on
+            raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
         for follower in self.followers:
             self._finish_skipped(follower, call, result)
             assert follower.call is not None

@@ -227,6 +227,15 @@ def signal_pending(pid: int, signum: int) -> bool:
         return False
 
 
+def cpu_time(pid: int) -> float | None:
+    """Seconds a task has run on a CPU (/proc/PID/schedstat); None if not known."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stopped_by_signal(pid: int) -> int | None:
     """The signal of a signal-delivery-stop the tracee is in and nobody has waited for
     yet (the kernel dequeued it already), without consuming the stop; else None."""

@@ -256,6 +256,7 @@ class SignalCoordinator:
         self.deferred: set[int] = set()  # set aside at a handler's return
         self.deadline: float | None = None  # when converging and deferred signals are raised again
         self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
+        self.armed_at = 0.0  # when the deadline was armed
         self.last_rendezvous = 0.0  # of the program's own code, not inside a handler
         self.handlers_running = 0  # deliveries whose handler has not returned (rt_sigreturn)
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
@@ -484,8 +485,21 @@ class SignalCoordinator:
         self._arm(now)
         return self._set_aside(holders, signum, now)
 
+    def postpone(self, until: float) -> bool:
+        """The holders running on could not run for the time they were given (a loaded
+        machine, TCG): the converge deadline moves to `until`, no further than the wait
+        loop's time after it was armed. False if it cannot move."""
+        if self.deadline is None or self.deadline_at_syscall:
+            return False
+        moved = min(until, self.armed_at + self.give_up_after)
+        if moved <= self.deadline:
+            return False
+        self.deadline = moved
+        return True
+
     def _arm(self, now: float) -> None:
         if self.deadline is None:
+            self.armed_at = now
             waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
             self.deadline = now + (self.give_up_after if waiting else self.converge_after)
             self.deadline_at_syscall = waiting

@@ -220,7 +220,7 @@ class VariantSet:
     def on_deadline(self, now: float) -> None:
         if self.call is None:
             with self._naming():
-                self.executor.carry_out(self.signals.on_deadline(now))
+                self.executor.on_deadline(now)
                 if self.partial_since is not None and now >= self.partial_since + STALL_SECONDS:
                     self._check_stall()
 

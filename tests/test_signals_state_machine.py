@@ -369,3 +369,22 @@ def test_a_stop_with_a_signal_set_aside_adds_nothing_to_it() -> None:
     rt = signal.SIGRTMIN + 1  # real-time instances queue: each is one more
     machine.on_signal(0, rt, info(0), 0.02)
     assert not machine.merges_with_pending(0, rt)
+
+
+def test_a_starved_holder_gets_its_converge_time_no_longer_than_the_wait_loop() -> None:
+    """Holders running on that did not get the CPU (a loaded machine, TCG) have their
+    deadline postponed by the executor, up to the wait loop's time after it was armed;
+    a deadline counting from a variant waiting at a syscall does not move."""
+    machine = coordinator(2, policy="converge", converge_after=0.05)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    assert machine.next_deadline() == pytest.approx(0.05)
+    assert machine.postpone(0.2) and machine.next_deadline() == pytest.approx(0.2)
+    assert not machine.postpone(0.1)  # never earlier
+    assert machine.postpone(99.0) and machine.next_deadline() == pytest.approx(1.0)  # armed + 1 s
+    assert machine.on_deadline(0.5) == []  # not due yet
+    assert machine.on_deadline(1.0) == [Resend(0, ALRM)]  # then the fallback, as before
+    waiting = coordinator(2, policy="converge", converge_after=0.05)
+    waiting.on_syscall_entry(1, 0.0)
+    assert waiting.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    deadline = waiting.next_deadline()
+    assert deadline is not None and not waiting.postpone(5.0) and waiting.next_deadline() == deadline
