@@ -1,6 +1,6 @@
 """Overhead benchmark (issue 2): native runs against `mvee run -n 2`.
 
-Two workloads, each timed as the median wall time of several runs:
+Three workloads, each timed as the median wall time of several runs:
 
 * CPU-bound: ``gzip -9c`` of a generated file (default 50 MB) to /dev/null.
   Target: mvee <= 1.10x native.
@@ -10,6 +10,12 @@ Two workloads, each timed as the median wall time of several runs:
   C (the absolute floor) and one in Python with ``ptrace.binding`` and
   ``os.waitpid`` (the fair floor for a Python monitor). Target: within 3x of the
   Python floor.
+
+* Children (issue 12): a shell loop that forks, execs and waits for ``/bin/true``
+  N times (default 50). The cost per child is the difference to the same loop with
+  0 children, divided by N, native and under the monitor in the same run: each child
+  is a new set of variants (two processes, one exec each, their start-up syscalls in
+  lockstep).
 
 Per-syscall cost of a tracer = (traced wall time - native wall time) / syscalls,
 where syscalls is the count the tracer saw (the monitor's report for mvee).
@@ -330,6 +336,34 @@ def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[
     }
 
 
+CHILD_LOOP = 'i=0; while [ "$i" -lt "$1" ]; do /bin/true; i=$((i + 1)); done'
+
+
+def bench_children(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    report = workdir / "report-children.json"
+    counts = (options.children, 0)
+    native = {count: Timing("native") for count in counts}
+    traced = {count: Timing("mvee") for count in counts}
+    for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
+        progress(f"children run {run + 1}/{options.runs}: native, mvee -n {VARIANTS}")
+        for count in counts:
+            argv = ["/bin/sh", "-c", CHILD_LOOP, "loop", str(count)]
+            native[count].samples.append(timed(argv))
+            elapsed, traced[count].syscalls = timed_mvee(argv, report)
+            traced[count].samples.append(elapsed)
+    children = options.children
+    per_child = {key: (timings[children].median - timings[0].median) / children * 1000
+                 for key, timings in (("native", native), ("mvee", traced))}
+    return {
+        "workload": f"{children} x fork + exec + wait of /bin/true in a shell loop",
+        "native": summary(native[children]),
+        "mvee": summary(traced[children]),
+        "zero_child_runs": {"native": summary(native[0]), "mvee": summary(traced[0])},
+        "per_child_ms": per_child,
+        "ratio": per_child["mvee"] / per_child["native"],
+    }
+
+
 def summary(timing: Timing) -> dict[str, Any]:
     return asdict(timing) | {"median": timing.median}
 
@@ -396,6 +430,12 @@ def render(results: dict[str, Any]) -> str:
                       "(reference)", ""])
     workloads.append([sys_["workload"], f"{sys_['native']['median']:.3f}", f"{sys_['mvee']['median']:.3f}",
                       f"{sys_['ratio']:.1f}x", "see below", ""])
+    children = results["children"]
+    per_child = children["per_child_ms"]
+    workloads.append([children["workload"], f"{children['native']['median']:.3f}",
+                      f"{children['mvee']['median']:.3f}", f"{children['ratio']:.1f}x", "(per child)", ""])
+    workloads.append(["  per child, ms (0-child loop subtracted)", f"{per_child['native']:.2f}",
+                      f"{per_child['mvee']:.2f}", f"{children['ratio']:.1f}x", "", ""])
     costs = [["tracer (same write program)", "traced s", "syscalls", "us/syscall", "us/syscall marginal",
               "mvee / this"]]
     monitor = sys_["per_syscall"]["mvee"]
@@ -422,6 +462,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file ({DEFAULT_JSON})")
     parser.add_argument("--size-mb", type=int, default=None, help="gzip input size in MB (50)")
     parser.add_argument("--writes", type=int, default=None, help="writes of the syscall workload (200000)")
+    parser.add_argument("--children", type=int, default=None, help="children of the shell loop (50)")
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 run, for smoke checks")
     parser.add_argument("--cpu", type=int, default=None,
                         help="pin the benchmark and everything it runs to this CPU (default: unpinned)")
@@ -430,8 +471,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     options.runs = options.runs if options.runs is not None else (1 if quick else 3)
     options.size_mb = options.size_mb if options.size_mb is not None else (2 if quick else 50)
     options.writes = options.writes if options.writes is not None else (5000 if quick else 200000)
-    if options.runs < 1 or options.size_mb < 1 or options.writes < 1:
-        parser.error("--runs, --size-mb and --writes must be at least 1")
+    options.children = options.children if options.children is not None else (5 if quick else 50)
+    if options.runs < 1 or options.size_mb < 1 or options.writes < 1 or options.children < 1:
+        parser.error("--runs, --size-mb, --writes and --children must be at least 1")
     return options
 
 
@@ -448,6 +490,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         }
         results["cpu_bound"] = bench_cpu(options, workdir)
         results["syscall_heavy"] = bench_syscalls(options, workdir)
+        results["children"] = bench_children(options, workdir)
     return results
 
 

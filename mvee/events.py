@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mvee import ptrace_api
 from mvee.abi import HOST
@@ -107,8 +109,13 @@ class ExecEvent(VariantEvent):
     """The variant's execve replaced its address space."""
 
 
+@dataclass(frozen=True, slots=True)
 class CloneEvent(VariantEvent):
-    """The variant created a process or thread (fork, vfork, clone)."""
+    """The variant created a process or thread (fork, vfork, clone, clone3): its PID
+    (TID), stopped before its first instruction."""
+
+    child: int
+    thread: bool
 
 
 class Exited(VariantEvent):
@@ -116,6 +123,22 @@ class Exited(VariantEvent):
 
 
 Event = SyscallEntry | SyscallExit | SignalStop | GroupStop | ExecEvent | CloneEvent | Exited
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    """What a call in progress waits for: the next event of one of these variants, or
+    None at the deadline. `skipped`: as in `Waiter.next`."""
+
+    pids: frozenset[int]
+    deadline: float | None = None
+    skipped: bool = False
+
+
+T = TypeVar("T")
+# A call in progress (mvee.execution): it yields what it waits for and is sent the event,
+# so that while it waits (a parent in wait4) the monitor serves the other sets.
+Waiting = Generator[WaitFor, "Event | None", T]
 
 
 class Interrupted(Exception):
@@ -133,11 +156,39 @@ class Waiter:
     """Waits for the variants' stops; a context manager that blocks the signals it hears."""
 
     def __init__(self, variants: list[Variant]) -> None:
-        self.variants = variants
-        self.by_pid = {v.pid: v for v in variants}
+        self.by_pid = {v.pid: v for v in variants}  # every variant of every set
         self.watched = {signal.SIGCHLD, *FORWARDED}
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
         self.previous_mask: set[signal.Signals] | None = None
+        # Events taken for a set busy with a call, kept for it (mvee.monitor).
+        self.held: dict[int, deque[Event]] = {}
+        # Statuses of new processes whose creation the monitor has not seen yet.
+        self.strays: dict[int, int] = {}
+        self.births: list[CloneEvent] = []  # every creation seen, in order, until taken
+
+    def add(self, variant: Variant) -> Event:
+        """A new variant (a created process): watched from now on; its first stop."""
+        self.by_pid[variant.pid] = variant
+        status = self.strays.pop(variant.pid, None)
+        if status is None:
+            _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+        return self._event(variant, decode_status(status), False)
+
+    def hold(self, event: Event) -> None:
+        """Keep an event for whoever waits for its variant next."""
+        self.held.setdefault(event.variant.pid, deque()).append(event)
+
+    def holds_signal(self, pid: int, signum: int) -> bool:
+        """Whether a signal stop of that number is kept for a busy set (waited for already)."""
+        return any(isinstance(event, SignalStop) and event.signum == signum
+                   for event in self.held.get(pid, ()))
+
+    def take_held(self, pids: frozenset[int]) -> Event | None:
+        for pid in pids:
+            queue = self.held.get(pid)
+            if queue:
+                return queue.popleft()
+        return None
 
     def __enter__(self) -> Waiter:
         self.previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.watched)
@@ -150,13 +201,32 @@ class Waiter:
     def next(self, pid: int = -1, deadline: float | None = None, skipped: bool = False) -> Event | None:
         """The next stop of `pid` (-1: any variant), or None at `deadline`. `skipped`: a
         syscall stop is the exit of a call the monitor skipped, and is not read."""
+        if pid != -1:
+            held = self.take_held(frozenset((pid,)))
+            if held is not None:
+                return held
         while True:
             found, status = self._wait(pid, deadline)
             if found == 0:
                 return None
             variant = self.by_pid.get(found)
-            if variant is not None:
-                return self._event(variant, decode_status(status), skipped)
+            if variant is None:
+                self.strays[found] = status  # a child whose parent's event is still to come
+                continue
+            event = self._event(variant, decode_status(status), skipped)
+            if isinstance(event, CloneEvent):
+                self.births.append(event)
+            return event
+
+    def drive(self, waiting: Waiting[T]) -> T:
+        """Run a wait of one variant here, to its end (nothing else is served meanwhile)."""
+        request = next(waiting)
+        while True:
+            (pid,) = request.pids
+            try:
+                request = waiting.send(self.next(pid, request.deadline, request.skipped))
+            except StopIteration as done:
+                return done.value
 
     def reap(self, variant: Variant, deadline: float) -> bool:
         """Collect the end of a variant known to be dying; its other stops are passed over.
@@ -197,8 +267,8 @@ class Waiter:
             if forwarded is not None and now - forwarded < GIVE_UP_SECONDS:
                 raise Interrupted(signum)
             self.undelivered[signum] = now
-        for variant in self.variants:
-            if variant.alive:
+        for variant in self.by_pid.values():
+            if variant.alive and not variant.thread:  # a process's signal, once per process
                 os.kill(variant.pid, signum)
 
     @staticmethod
@@ -215,10 +285,24 @@ class Waiter:
                 else SyscallExit(variant, stop)
         if stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             return ExecEvent(variant)
-        if stopped.event:
-            return CloneEvent(variant)
+        if stopped.event in (ptrace_api.PTRACE_EVENT_FORK, ptrace_api.PTRACE_EVENT_VFORK,
+                             ptrace_api.PTRACE_EVENT_CLONE):
+            child = ptrace_api.event_message(pid)
+            return CloneEvent(variant, child, _is_thread(child))
         try:
             info = ptrace_api.get_siginfo(pid)
         except ptrace_api.PtraceError:  # a group-stop, not a signal-delivery-stop
             return GroupStop(variant, stopped.signum)
         return SignalStop(variant, stopped.signum, info, ptrace_api.get_regs(pid))
+
+
+def _is_thread(pid: int) -> bool:
+    """Whether a new task is a thread of another process (CLONE_THREAD)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1]) != pid
+    except OSError:
+        pass
+    return False

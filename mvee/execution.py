@@ -13,15 +13,18 @@ import errno
 import os
 import signal
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 from mvee import engine, ptrace_api
 from mvee.abi import HOST
 from mvee.engine import Call
+from mvee.events import WaitFor, Waiting
 from mvee.own_files import OwnFiles
+from mvee.pids import PidMap
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
 from mvee.signals import Disposition
-from mvee.syscall_spec import Cookies, Policy, Syscall
+from mvee.syscall_spec import Cookies, Policy, Syscall, signed
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
 
@@ -29,8 +32,9 @@ F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
 
 
 class PolicyExecutor:
-    def __init__(self, variants: list[Variant], signal_executor: SignalExecutor) -> None:
+    def __init__(self, variants: list[Variant], signal_executor: SignalExecutor, pids: PidMap) -> None:
         self.variants = variants
+        self.pids = pids
         self.leader = variants[0]
         self.followers = variants[1:]
         self.signals = signal_executor  # runs the variants to their stops, signal-aware
@@ -38,8 +42,9 @@ class PolicyExecutor:
         self.cookies: dict[int, Cookies] = {follower.index: {} for follower in self.followers}
         self.own_files = OwnFiles(variants)
 
-    def execute(self, calls: list[Call]) -> None:
-        """Run the agreed call (every variant at its entry), then release them all."""
+    def execute(self, calls: list[Call]) -> Waiting[None]:
+        """Run the agreed call (every variant at its entry), then release them all. A
+        generator: it yields when it waits for a call that may block (mvee.events.Waiting)."""
         spec = calls[0].spec
         assert spec is not None
         policy = spec.policy_for(calls[0].args)
@@ -50,22 +55,22 @@ class PolicyExecutor:
             policy = Policy.EACH  # each variant opens its own /proc file (mvee.own_files)
         results: list[int | None] = []
         if policy is Policy.LEADER:
-            self._run_leader_only(calls[0], spec)
+            yield from self._run_leader_only(calls[0], spec)
         elif policy is Policy.LEADER_FIRST:
-            result = self._run_leader(calls[0])
+            result = yield from self._run_leader(calls[0])
             for follower in self.followers:
-                if engine.is_error(result):
+                if engine.is_error(result) or (spec.follower_reaps_at and result == 0):
                     ptrace_api.skip_syscall(follower.pid)
                     self._finish_skipped(follower, calls[0], result)
                 else:
-                    self._run_follower_open(follower, result)
+                    yield from self._run_follower(follower, result)
                     assert follower.call is not None
                     engine.replicate_outputs(calls[0], self.leader.memory, follower.call, follower.memory,
                                              result, self.cookies[follower.index])
             results = [result] * len(self.variants)
         else:
             with self.own_files.own_paths(calls) if own_open else nullcontext():
-                results = self._run_each(calls)
+                results = yield from self._run_each(calls)
             if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
                 for follower in self.followers:
                     if follower.alive:
@@ -80,10 +85,10 @@ class PolicyExecutor:
             if variant.alive:
                 self.signals.resume(variant)
 
-    def _run_leader_only(self, call: Call, spec: Syscall) -> None:
+    def _run_leader_only(self, call: Call, spec: Syscall) -> Waiting[None]:
         for follower in self.followers:
             ptrace_api.skip_syscall(follower.pid)
-        result = self._run_leader(call)
+        result = yield from self._run_leader(call)
         unshared = engine.leader_only_outputs(call, self.leader.memory, result)
         if unshared:  # the fd tables would differ from here on
             raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
@@ -105,9 +110,9 @@ class PolicyExecutor:
         disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
         self.signals.signals.set_disposition(call.args[signal_at], disposition, flags)
 
-    def _run_leader(self, call: Call) -> int:
+    def _run_leader(self, call: Call) -> Waiting[int]:
         ptrace_api.resume_to_syscall(self.leader.pid)
-        exit_stop = self.signals.wait_for_exit(self.leader)
+        exit_stop = yield from self.signals.exit_of(self.leader)
         if exit_stop is None:
             raise Alarm(Verdict.DIVERGENCE, f"variant 0 {self.leader.termination()} in {call.name} "
                         "while the others wait at it", variant=0)
@@ -125,9 +130,11 @@ class PolicyExecutor:
         else:
             ptrace_api.poke_user(variant.pid, "ax", result)
 
-    def _run_follower_open(self, follower: Variant, leader_fd: int) -> None:
+    def _run_follower(self, follower: Variant, leader_result: int) -> Waiting[None]:
+        """A follower's LEADER_FIRST call, after the leader's gave `leader_result`."""
         call = follower.call
         assert call is not None and call.spec is not None
+        expected = leader_result
         with _ArgumentOverride(follower, call) as override:
             if call.spec.follower_clears_at:
                 flags_at, once_only = call.spec.follower_clears_at
@@ -136,32 +143,53 @@ class PolicyExecutor:
                 fd_at, flags_at = call.spec.follower_duplicates_at
                 cloexec = flags_at is not None and call.args[flags_at] & os.O_CLOEXEC
                 override.set_call(call.abi.syscall_numbers["fcntl"], call.args[fd_at],
-                                  F_DUPFD_CLOEXEC if cloexec else F_DUPFD, leader_fd)
-            ptrace_api.resume_to_syscall(follower.pid)
-            exit_stop = self.signals.wait_for_exit(follower)
+                                  F_DUPFD_CLOEXEC if cloexec else F_DUPFD, leader_result)
+            if call.spec.follower_reaps_at:
+                # It waits for its own counterpart of the process the leader reaped, which
+                # has ended there too or is about to (the sets run in lockstep).
+                pid_at, options_at = call.spec.follower_reaps_at
+                expected = self.pids.to_real(follower.index, leader_result)
+                override.set(pid_at, expected)
+                override.set(options_at, call.args[options_at] & ~os.WNOHANG)
+            with _signals_blocked(follower) if call.spec.follower_reaps_at else nullcontext():
+                # Not interrupted: its signals come at the set's next point, as the leader's.
+                ptrace_api.resume_to_syscall(follower.pid)
+                exit_stop = yield from self.signals.exit_of(follower)
             if exit_stop is None:
                 raise Alarm(Verdict.DIVERGENCE, f"variant {follower.index} {follower.termination()} "
                             f"in {call.name}", variant=follower.index)
-        if exit_stop.return_value != leader_fd:
-            raise Alarm(Verdict.ERROR, f"{call.name} gave fd {exit_stop.return_value} in variant "
-                        f"{follower.index} but {leader_fd} in the leader: fd tables diverged",
-                        variant=follower.index)
+        if exit_stop.return_value != expected:
+            raise Alarm(Verdict.ERROR, f"{call.name} gave {exit_stop.return_value} in variant "
+                        f"{follower.index} but {leader_result} in the leader: the variants' fd tables or "
+                        "processes diverged", variant=follower.index)
+        if expected != leader_result:
+            ptrace_api.poke_user(follower.pid, "ax", leader_result)  # the virtual PID
 
-    def _run_each(self, calls: list[Call]) -> list[int | None]:
+    def _run_each(self, calls: list[Call]) -> Waiting[list[int | None]]:
         overrides = []
         for follower in self.followers:
             override = _ArgumentOverride(follower, calls[follower.index])
             for position in engine.pid_arguments(calls[0]):
-                if calls[0].args[position] == self.leader.pid:
-                    override.set(position, follower.pid)
+                own = self.pids.to_real(follower.index, calls[0].args[position])
+                if own != signed(calls[follower.index].args[position], 32):
+                    override.set(position, own)
             overrides.append(override)
         for variant in self.variants:
             ptrace_api.resume_to_syscall(variant.pid)
-        results: list[int | None] = []
+        results: list[int | None] = [None] * len(self.variants)
+        running = {variant.pid: variant for variant in self.variants}
         deadline = None
-        for variant in self.variants:
-            exit_stop = self.signals.wait_for_exit(variant, deadline)
-            results.append(exit_stop.return_value if exit_stop else None)
+        while running:  # in any order: a vfork returns once the child set has run to its exec
+            event = yield WaitFor(frozenset(running), deadline)
+            if event is None:
+                waiting = next(iter(running.values()))
+                raise Alarm(Verdict.NON_COMPLIANT, f"variant {waiting.index} stayed in a blocking "
+                            "syscall after the others were interrupted by a signal", variant=waiting.index)
+            done, exit_stop = self.signals.in_call(event)
+            if not done:
+                continue
+            variant = running.pop(event.variant.pid)
+            results[variant.index] = exit_stop.return_value if exit_stop else None
             if exit_stop and interrupted_by_signal(exit_stop.return_value) and variant is self.leader:
                 self.signals.mirror_pending_timer_signals()
             if exit_stop and interrupted_by_signal(exit_stop.return_value) and deadline is None:
@@ -172,8 +200,20 @@ class PolicyExecutor:
         return results
 
     def _names_foreign_process(self, call: Call) -> bool:
-        """Whether a call names a process outside the variants (not 0, not the leader)."""
-        return any(call.args[i] not in (0, self.leader.pid) for i in engine.pid_arguments(call))
+        """Whether a call names a process outside the variants' sets."""
+        return not all(self.pids.is_known(call.args[i]) for i in engine.pid_arguments(call))
+
+
+@contextmanager
+def _signals_blocked(variant: Variant) -> Iterator[None]:
+    """Every signal blocked in a variant stopped at a syscall entry, while its call runs."""
+    mask = ptrace_api.signal_mask(variant.pid)
+    ptrace_api.set_signal_mask(variant.pid, (1 << 64) - 1)
+    try:
+        yield
+    finally:
+        if variant.alive:
+            ptrace_api.set_signal_mask(variant.pid, mask)
 
 
 class _ArgumentOverride:

@@ -1,11 +1,13 @@
-"""The lockstep loop: rendezvous at every syscall entry, compare, then execute by policy.
+"""The event loop: every set of variants (mvee.variant_set) served from one wait.
 
-Variants run freely between syscalls. When every live variant stopped at a
-syscall entry, the engine compares their calls; a difference stops everything
-before the call executes in any of them. An agreed call executes according to
-its policy (mvee.execution), then all variants are released together. Stops come
-as events (mvee.events); signal stops go to mvee.signals, whose decisions
-mvee.signal_executor carries out.
+Variants run freely between syscalls. When every live variant of a set stopped at a
+syscall entry, the set compares their calls; a difference stops everything, every
+process of every set, before the call executes in any of them. An agreed call
+executes according to its policy (mvee.execution), then the set's variants are
+released together. A call that may block (a parent in wait4, a read on a pipe)
+waits as a generator: the loop serves the other sets meanwhile and hands it the
+events it waits for. Stops come as events (mvee.events), dispatched by PID; a
+creation that every process of a set made forms a new set of the children.
 """
 
 from __future__ import annotations
@@ -13,177 +15,184 @@ from __future__ import annotations
 import errno
 import time
 
-from mvee import engine, ptrace_api
-from mvee.engine import Call
-from mvee.events import (
-    CloneEvent,
-    ExecEvent,
-    Exited,
-    GroupStop,
-    Interrupted,
-    SignalStop,
-    SyscallEntry,
-    SyscallExit,
-    Waiter,
-)
-from mvee.execution import PolicyExecutor
-from mvee.signal_executor import InjectionError, SignalExecutor, SignalOptions
-from mvee.signals import Proceed, Where
-from mvee.syscall_spec import Policy
-from mvee.temp_names import TempNames
+from mvee import ptrace_api
+from mvee.events import CloneEvent, Event, Exited, GroupStop, Interrupted, SignalStop, Waiter
+from mvee.pids import PidMap
+from mvee.ptrace_api import Memory
+from mvee.signal_executor import InjectionError, SignalOptions
 from mvee.variant import Variant, kill_all
+from mvee.variant_set import VariantSet
 from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcome
 
 
 class Monitor:
     def __init__(self, variants: list[Variant], options: SignalOptions | None = None) -> None:
-        self.variants = variants
-        self.syscalls = 0  # synchronised calls
-        self.local_syscalls = 0  # calls each variant ran at its own pace
+        self.variants = variants  # the first set's
+        self.options = options or SignalOptions()
         self.waiter = Waiter(variants)
-        self.executor = SignalExecutor(variants, self.waiter, options or SignalOptions())
-        self.signals = self.executor.signals
-        self.policy = PolicyExecutor(variants, self.executor)
-        self.temp_names = TempNames(variants)
+        self.pids = PidMap(len(variants))
+        self.sets = [VariantSet(0, variants, None, self.waiter, self.options, self.pids)]
+        self.set_of = {v.pid: self.sets[0] for v in variants}
+        # Per parent process: the children it created that no set has yet, in order.
+        self.unpaired: dict[int, list[tuple[int, bool]]] = {}  # (PID or TID, a thread)
+
+    @property
+    def syscalls(self) -> int:
+        return sum(s.syscalls for s in self.sets)
+
+    def all_variants(self) -> list[Variant]:
+        return [v for s in self.sets for v in s.variants]
 
     def run(self) -> Outcome:
         with self.waiter:
             try:
                 try:
-                    return self._lockstep()
-                except ptrace_api.PtraceError as error:
-                    raise self._vanished(error) from None
-            except Interrupted as interruption:
-                kill_all(self.variants)
-                return Outcome(Verdict.INTERRUPTED, str(interruption), 128 + interruption.signum, None,
-                               self.syscalls, {"signals": self.executor.statistics()})
-            except Alarm as alarm:
-                kill_all(self.variants)
-                return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls,
-                               {"signals": self.executor.statistics()})
-            except InjectionError as error:
-                kill_all(self.variants)
-                return Outcome(Verdict.ERROR, str(error), None, None, self.syscalls)
+                    try:
+                        return self._serve()
+                    except ptrace_api.PtraceError as error:
+                        raise self._vanished(error) from None
+                except Interrupted as interruption:
+                    self._kill_everything()
+                    return Outcome(Verdict.INTERRUPTED, str(interruption), 128 + interruption.signum, None,
+                                   self.syscalls, self._details())
+                except Alarm as alarm:
+                    self._kill_everything()
+                    return Outcome(alarm.verdict, alarm.message, None, alarm, self.syscalls, self._details())
+                except InjectionError as error:
+                    self._kill_everything()
+                    return Outcome(Verdict.ERROR, str(error), None, None, self.syscalls)
+            except BaseException:
+                self._kill_everything()  # a monitor bug: no process of any set stays
+                raise
 
-    def _lockstep(self) -> Outcome:
+    def _kill_everything(self) -> None:
+        """Every process of every set, and children not yet in a set."""
+        unpaired = [pid for children in self.unpaired.values() for pid, _ in children]
+        kill_all(self.all_variants(), [*unpaired, *self.waiter.strays])
+
+    def _details(self) -> dict[str, object]:
+        root = self.sets[0]
+        details: dict[str, object] = {"signals": root.executor.statistics(),
+                                      "local_syscalls": sum(s.local_syscalls for s in self.sets)}
+        if len(self.sets) > 1:
+            details["sets"] = [s.describe() for s in self.sets]
+        return details
+
+    def _serve(self) -> Outcome:
         for variant in self.variants:  # released together from their exec stops
             ptrace_api.resume_to_syscall(variant.pid)
         while True:
-            self._wait_for_rendezvous()
-            live = [v for v in self.variants if v.alive]
-            if not live:
-                return final_outcome(self.variants, self.syscalls, {
-                    "signals": self.executor.statistics(), "local_syscalls": self.local_syscalls})
-            if len(live) < len(self.variants):
-                if self._dying_alike(live):
-                    continue
-                raise early_exit_alarm(self.variants)
-            blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
-                       else frozenset())
-            decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
-            if decisions:
-                self.executor.carry_out(decisions)
-                continue
-            calls = [v.call for v in self.variants if v.call is not None]
-            assert len(calls) == len(self.variants)  # each decoded at its entry
-            detours = self.temp_names.detours(calls)  # mkstemp's extra draw (mvee.temp_names)
-            if detours:
-                for variant in detours:
-                    self.executor.resume(variant)
-                continue
-            self.temp_names.reconcile(calls)  # names made from the layout
-            reason = engine.compare(calls) or self.executor.tsc.disagreement()
-            if reason:
-                raise Alarm(Verdict.DIVERGENCE, reason, calls)
-            unsupported = calls[0].unsupported_reason
-            if unsupported:
-                raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
-            self.policy.execute(calls)
-            self.syscalls += 1
-
-    def _wait_for_rendezvous(self) -> None:
-        while True:
-            wheres = {self.signals.where(v.index) for v in self.variants if v.alive}
-            if wheres <= {Where.AT_SYSCALL}:
-                return
-            if not wheres & {Where.RUNNING, Where.PARKED}:
-                raise Alarm(Verdict.ERROR, "internal error: every variant is stopped, none at a syscall")
-            event = self.waiter.next(deadline=self.signals.next_deadline())
+            self._settle()
+            if all(s.ended for s in self.sets):
+                return self._final_outcome()
+            deadlines = [s.waiting_for.deadline if s.call is not None and s.waiting_for else
+                         s.next_deadline() for s in self.sets if not s.ended]
+            due = [d for d in deadlines if d is not None]
+            event = self.waiter.next(deadline=min(due) if due else None)
             if event is None:
-                self.executor.on_deadline(time.monotonic())
+                now = time.monotonic()
+                for variant_set in self.sets:
+                    waiting = variant_set.waiting_for
+                    if variant_set.call is not None and waiting and waiting.deadline \
+                            and waiting.deadline <= now:
+                        variant_set.take(None)
+                    else:
+                        variant_set.on_deadline(now)
                 continue
-            if isinstance(event, SyscallEntry):
-                self._on_entry(event)
-            elif isinstance(event, SignalStop):
-                self.executor.on_signal_stop(event)
-            elif isinstance(event, SyscallExit | GroupStop):
-                # the exit of a LOCAL call or of an execve: nothing to synchronise
-                ptrace_api.resume_to_syscall(event.variant.pid)
-            elif isinstance(event, Exited):
-                self.executor.on_exit(event.variant)
-            elif isinstance(event, ExecEvent):
-                self.executor.after_exec(event.variant)
-                ptrace_api.resume_to_syscall(event.variant.pid)
-            elif isinstance(event, CloneEvent):
-                raise Alarm(Verdict.UNSUPPORTED, f"variant {event.variant.index} created a process "
-                            "or thread", variant=event.variant.index)
+            self._dispatch(event)
 
-    def _on_entry(self, entry: SyscallEntry) -> None:
-        variant, stop = entry.variant, entry.stop
-        variant.abi_name = variant.abi_name or stop.abi.name
-        if not self.executor.on_entry(variant, stop):
-            return
-        call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
-        local = call.spec is not None and (call.spec.policy_for(call.args) is Policy.LOCAL
-                                           or self.policy.own_files.is_local(variant, call))
-        if local:
-            self._check_loop_page(variant, call)
-        variant.call = call
-        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
-        self.executor.carry_out(decisions)
-        if local and Proceed(variant.index) in decisions:
-            self.local_syscalls += 1
-            self.executor.resume(variant)
+    def _settle(self) -> None:
+        """Until nothing moves: new sets formed, events held for a set handed to it, every
+        set at a rendezvous run to its next call."""
+        moved = True
+        while moved:
+            moved = self._form_sets()
+            for variant_set in list(self.sets):
+                if variant_set.call is not None:
+                    assert variant_set.waiting_for is not None
+                    held = self.waiter.take_held(variant_set.waiting_for.pids)
+                    if held is not None:
+                        variant_set.take(held)
+                        moved = True
+                    continue
+                held = self.waiter.take_held(frozenset(v.pid for v in variant_set.variants))
+                if held is not None:
+                    variant_set.on_event(held)
+                    moved = True
+                elif variant_set.step():
+                    moved = True
 
-    def _check_loop_page(self, variant: Variant, call: Call) -> None:
-        """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
-        loop_address = self.executor.loop_address(variant)
-        if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
-            return
-        start, length = (call.args[i] for i in call.spec.changes_mappings_at)
-        if start <= loop_address < start + length:
-            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
-                        "wait-loop page", [call], variant=variant.index)
+    def _dispatch(self, event: Event) -> None:
+        pid = event.variant.pid
+        variant_set = self.set_of[pid]
+        if self.waiter.held.get(pid):
+            self.waiter.hold(event)  # after the ones before it
+        elif variant_set.call is None:
+            variant_set.on_event(event)
+        elif variant_set.waiting_for is not None and pid in variant_set.waiting_for.pids:
+            variant_set.take(event)
+        else:
+            self.waiter.hold(event)  # the call in progress takes it when it waits for that variant
+
+    def _form_sets(self) -> bool:
+        """The k-th child of every process of a set, together, form a new set."""
+        formed = False
+        births, self.waiter.births = self.waiter.births, []
+        for birth in births:
+            self.unpaired.setdefault(birth.variant.pid, []).append((birth.child, birth.thread))
+        for parent in list(self.sets):
+            queues = [self.unpaired.get(v.pid) for v in parent.variants]
+            while all(queues):
+                children = [queue.pop(0) for queue in queues if queue]
+                if len({thread for _, thread in children}) > 1:
+                    raise Alarm(Verdict.DIVERGENCE, f"set {parent.number}: a thread in some variants, "
+                                "a process in others")
+                self._new_set(parent, [child for child, _ in children], children[0][1])
+                formed = True
+        return formed
+
+    def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:
+        variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name,
+                            thread=thread)
+                    for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
+        variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
+                                 thread)
+        variant_set.inherit(parent)
+        self.sets.append(variant_set)
+        for variant in variants:
+            self.set_of[variant.pid] = variant_set
+            first = self.waiter.add(variant)  # its stop before its first instruction
+            if isinstance(first, Exited):
+                variant_set.executor.on_exit(variant)
+            elif isinstance(first, SignalStop | GroupStop | CloneEvent):
+                ptrace_api.resume_to_syscall(variant.pid)  # without the SIGSTOP it started with
+            else:
+                raise Alarm(Verdict.ERROR, f"internal error: a new process's first stop was {first}")
 
     # --- endings ---
 
-    def _dying_alike(self, live: list[Variant]) -> bool:
-        """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
-        that the others, waiting at a syscall, have pending: they skip the call (it never
-        runs) and die of it on their way back to user space, as natively."""
-        killers = {v.term_signal for v in self.variants if not v.alive}
-        if len(killers) != 1 or None in killers:
-            return False
-        signum = killers.pop()
-        assert signum is not None
-        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
-            return False
-        for variant in live:
-            ptrace_api.skip_syscall(variant.pid)
-            self.signals.on_resumed(variant.index)
-        return True
+    def _final_outcome(self) -> Outcome:
+        """Every set ended: each alike in its variants, or a divergence; the run's status
+        is the first set's."""
+        for variant_set in self.sets[1:]:
+            outcome = final_outcome(variant_set.variants, 0, {})
+            if outcome.verdict is not Verdict.OK:
+                return Outcome(outcome.verdict, f"set {variant_set.number}: {outcome.message}", None,
+                               outcome.alarm, self.syscalls, self._details())
+        return final_outcome(self.variants, self.syscalls, self._details())
 
     def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError:
         """A ptrace call found a variant gone: killed from outside (SIGKILL) between its
         stop and the call. Its death is collected and reported like any early death;
         any other ptrace failure stays the monitor's error."""
-        variant = next((v for v in self.variants if v.pid == error.pid), None) \
+        variant = next((v for v in self.all_variants() if v.pid == error.pid), None) \
             if error.errno == errno.ESRCH else None
         if variant is None:
             return error
         if not self.waiter.reap(variant, time.monotonic() + 5):
             return error  # not dead after all: a monitor bug
-        if not any(v.alive for v in self.variants):
+        variants = self.set_of[variant.pid].variants
+        if not any(v.alive for v in variants):
             return Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} while "
                          "the monitor handled it", variant=variant.index)
-        return early_exit_alarm(self.variants)
+        return early_exit_alarm(variants)

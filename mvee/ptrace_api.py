@@ -28,6 +28,7 @@ PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
 PTRACE_PEEKSIGINFO = 0x4209
@@ -43,7 +44,7 @@ PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000
 
-PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
 
 SYSCALL_INFO_ENTRY = 1
 SYSCALL_INFO_EXIT = 2
@@ -132,6 +133,13 @@ def syscall_info(pid: int) -> SyscallStop:
         rval, is_error = _EXIT.unpack_from(raw, _SYSCALL_INFO.size)
         return SyscallStop(op, abi, ip, sp, return_value=rval, is_error=bool(is_error))
     return SyscallStop(op, abi, ip, sp)
+
+
+def event_message(pid: int) -> int:
+    """At a PTRACE_EVENT stop: what the event reports (a new process's or thread's PID)."""
+    message = ctypes.c_ulong()
+    _call(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
+    return message.value
 
 
 def poke_user(pid: int, register: str, value: int) -> None:
@@ -238,6 +246,19 @@ def stopped_by_signal(pid: int) -> int | None:
     if found is None or found.si_code != os.CLD_TRAPPED or found.si_status & 0x80:
         return None  # running, or a syscall stop (SIGTRAP | 0x80)
     return found.si_status
+
+
+def blocked_in(pid: int) -> int | None:
+    """The syscall a task sleeps in (not stopped by the monitor), or None: it runs, or is
+    stopped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/syscall") as syscall:
+            first = syscall.read().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if state in ("S", "D") and first.lstrip("-").isdigit() and first != "-1" else None
 
 
 class Memory:

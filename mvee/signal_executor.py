@@ -29,6 +29,7 @@ from mvee import engine, ptrace_api, vdso, waitloop
 from mvee.abi import BY_NAME, HOST, Abi, execution_mode
 from mvee.events import (
     CloneEvent,
+    Event,
     ExecEvent,
     Exited,
     GroupStop,
@@ -36,6 +37,8 @@ from mvee.events import (
     SyscallEntry,
     SyscallExit,
     Waiter,
+    WaitFor,
+    Waiting,
 )
 from mvee.ptrace_api import SyscallStop
 from mvee.signals import (
@@ -246,6 +249,12 @@ class SignalExecutor:
         # the signal lets the kernel restart it.
         interrupted = None if seam.parked_regs is not None else _interrupted_call(regs)
         info, si_code = stop.info, stop.si_code
+        if self.own_instance(stop):
+            mirrored = self._coalesced_copy(variant, stop.signum)
+            if mirrored is None:
+                ptrace_api.resume_to_syscall(variant.pid)
+                return
+            info = mirrored
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
@@ -267,6 +276,12 @@ class SignalExecutor:
             elif not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging:
                 self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
+
+    @staticmethod
+    def own_instance(stop: SignalStop) -> bool:
+        """A follower's own instance of a signal whose instances are the leader's, mirrored
+        (`raised_by_leader_only`): dropped, it gets the leader's."""
+        return stop.variant.index > 0 and raised_by_leader_only(stop.signum, stop.si_code)
 
     def on_handler_return(self) -> None:
         """Every variant ran rt_sigreturn: back from a signal handler."""
@@ -297,6 +312,17 @@ class SignalExecutor:
                     queue.append((signum, info))
                 os.kill(follower.pid, signum)
 
+    def _coalesced_copy(self, variant: Variant, signum: int) -> bytes | None:
+        """At a follower's own instance of a mirrored signal: the leader's siginfo if the
+        copy the monitor sent coalesced into it in the follower's kernel (sent, and no
+        longer pending), else None (none sent, or it is still to come: this one is dropped)."""
+        if not any(queued == signum for queued, _ in self.seams[variant.index].mirrored):
+            return None
+        pending = ptrace_api.pending_siginfos(variant.pid)
+        if any(int.from_bytes(info[:4], "little") == signum for info in pending):
+            return None
+        return self._mirrored_info(variant, signum)
+
     def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
         queue = self.seams[variant.index].mirrored
         for position, (mirrored, info) in enumerate(queue):
@@ -311,6 +337,8 @@ class SignalExecutor:
     def after_exec(self, variant: Variant) -> None:
         """A new address space: the loop page went with the old one; handlers are reset."""
         variant.reopen_memory()
+        variant.executable = os.readlink(f"/proc/{variant.pid}/exe")
+        variant.abi_name = ""  # the new program's, from its first syscall
         vdso.hide(variant.pid, variant.memory)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
@@ -318,27 +346,45 @@ class SignalExecutor:
 
     def wait_for_exit(self, variant: Variant, deadline: float | None = None,
                       skipped: bool = False) -> SyscallStop | None:
+        """`exit_of`, waited for here: for a call that returns at once (a skipped call,
+        the injected mmap), which no other set needs the monitor for meanwhile."""
+        return self.waiter.drive(self.exit_of(variant, deadline, skipped))
+
+    def exit_of(self, variant: Variant, deadline: float | None = None,
+                skipped: bool = False) -> Waiting[SyscallStop | None]:
         """Wait for `variant`, resumed from a syscall entry, to reach that syscall's exit;
         None if it ended. `skipped`: the call was skipped, its exit is not read."""
         while True:
-            event = self.waiter.next(variant.pid, deadline, skipped)
+            event = yield WaitFor(frozenset((variant.pid,)), deadline, skipped)
             if event is None:
                 raise Alarm(Verdict.NON_COMPLIANT, f"variant {variant.index} stayed in a blocking "
                             "syscall after the others were interrupted by a signal", variant=variant.index)
-            if isinstance(event, SyscallExit):
-                return event.stop
-            if isinstance(event, Exited):
-                self.on_exit(variant)
-                return None
-            if isinstance(event, SyscallEntry):
-                raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
-            if isinstance(event, ExecEvent):
-                self.after_exec(variant)
-                ptrace_api.resume_to_syscall(variant.pid)
-            elif isinstance(event, CloneEvent):
-                ptrace_api.resume_to_syscall(variant.pid)
-            elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
-                ptrace_api.resume_to_syscall(variant.pid, event.signum)
+            done, stop = self.in_call(event)
+            if done:
+                return stop
+
+    def in_call(self, event: Event) -> tuple[bool, SyscallStop | None]:
+        """An event of a variant running a call: (True, its exit stop or None if it
+        ended), or (False, None) when it was resumed on towards the exit."""
+        variant = event.variant
+        if isinstance(event, SyscallExit):
+            return True, event.stop
+        if isinstance(event, Exited):
+            self.on_exit(variant)
+            return True, None
+        if isinstance(event, SyscallEntry):
+            raise Alarm(Verdict.ERROR, f"variant {variant.index}: syscall entry while one was running")
+        if isinstance(event, ExecEvent):
+            self.after_exec(variant)
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, CloneEvent):  # the monitor forms the new set (mvee.monitor)
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, SignalStop) and self.own_instance(event) and \
+                self._coalesced_copy(variant, event.signum) is None:
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
+            ptrace_api.resume_to_syscall(variant.pid, event.signum)
+        return False, None
 
     def loop_address(self, variant: Variant) -> int | None:
         return self.seams[variant.index].loop_address
@@ -402,7 +448,8 @@ class SignalExecutor:
     def _raise(self, variant: Variant, signum: int) -> None:
         """Raise a set-aside signal again; in a variant running with it held back, once
         a SIGSTOP of the monitor's has stopped it and it is unblocked."""
-        if ptrace_api.stopped_by_signal(variant.pid) == signum:
+        if ptrace_api.stopped_by_signal(variant.pid) == signum or \
+                self.waiter.holds_signal(variant.pid, signum):
             return  # its kernel dequeued an instance already: that stop is the one raised
         seam = self.seams[variant.index]
         seam.raise_when_stopped.append(signum)

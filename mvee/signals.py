@@ -55,8 +55,12 @@ FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _sig
 
 def raised_by_leader_only(signum: int, si_code: int) -> bool:
     """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
-    alarm): the monitor mirrors the leader's instances into the other variants."""
-    return si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
+    alarm), or whose instances each variant's kernel counts its own way (SIGCHLD from a
+    child's end: two ends close together coalesce in one variant and not in another):
+    the monitor mirrors the leader's instances into the other variants, and their own
+    are dropped."""
+    return (si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
+            or (signum == _signal.SIGCHLD and si_code > 0))
 
 
 class Disposition(enum.Enum):

@@ -10,6 +10,7 @@ when it is built, and refuses a name it does not have.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import ClassVar, Protocol
@@ -796,6 +797,24 @@ class SigAction(Arg):
 
 
 @dataclass(frozen=True)
+class CloneArgs(Arg):
+    """clone3's struct clone_args, `size` bytes of u64 fields in every ABI: flags, exit
+    signal and sizes are compared; of its pointers (where PIDs go, stack, TLS) only
+    NULL-ness, since addresses differ with the layout."""
+
+    size: str
+    size_at: int = field(default=-1, kw_only=True)
+    references: ClassVar[tuple[str, ...]] = ("size",)
+    _POINTERS: ClassVar[frozenset[int]] = frozenset({1, 2, 3, 5, 7, 8})  # pidfd .. set_tid
+    _LARGEST: ClassVar[int] = 88  # CLONE_ARGS_SIZE_VER2
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        raw = memory.read(address, min(args[self.size_at], self._LARGEST) // 8 * 8)
+        fields = struct.unpack(f"<{len(raw) // 8}Q", raw)
+        return tuple(bool(value) if i in self._POINTERS else value for i, value in enumerate(fields))
+
+
+@dataclass(frozen=True)
 class Depends(Arg):
     """An argument whose kind depends on argument `on`'s value (ioctl, fcntl).
 
@@ -840,6 +859,10 @@ class Syscall:
     # (argument, bits): the call is LOCAL when those bits are set in that argument
     # (anonymous mmap), else it follows `policy` (file mappings are synchronised).
     local_when: tuple[str, int] | None = None
+    # (argument, values): in a process that has threads, the call is LOCAL when that
+    # argument has one of those values (a monotonic clock read, which a lock's timed
+    # wait makes or not depending on the interleaving: CPython's GIL).
+    local_in_threads: tuple[str, frozenset[int]] | None = field(default=None, hash=False)
     # The kernel raises SIGPIPE with EPIPE: a leader-only call must raise it in the others too.
     sigpipe_on_epipe: bool = False
     # (argument, bits): with those bits set, EPIPE raises no SIGPIPE (MSG_NOSIGNAL).
@@ -865,6 +888,9 @@ class Syscall:
     # fcntl(fd, F_DUPFD[_CLOEXEC as SOCK_CLOEXEC says], the leader's new fd) instead, a
     # placeholder at the same number (every I/O on it runs in the leader).
     follower_duplicates: tuple[str, str | None] | None = None
+    # LEADER_FIRST (wait4): (pid argument, options argument): the others wait for their own
+    # counterpart of the process the leader's call reaped (its result), without WNOHANG.
+    follower_reaps: tuple[str, str] | None = None
     # A multiplexer (i386 socketcall): its first argument selects a row, named here with
     # the number of words of its arguments, which the second argument points to.
     multiplexes: dict[int, tuple[str, int]] | None = field(default=None, hash=False)
@@ -885,6 +911,7 @@ class Syscall:
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    local_in_threads_at: tuple[int, frozenset[int]] | None = field(init=False, repr=False, compare=False)
     follower_clears_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sigpipe_unless_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -896,6 +923,7 @@ class Syscall:
     closes_at: int | None = field(init=False, repr=False, compare=False)
     creates_new_at: int | None = field(init=False, repr=False, compare=False)
     draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    follower_reaps_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -915,6 +943,8 @@ class Syscall:
             return (position(reference[0]), position(reference[1])) if reference else None
 
         object.__setattr__(self, "local_when_at", bits_at(self.local_when))
+        object.__setattr__(self, "local_in_threads_at", self.local_in_threads and (
+            position(self.local_in_threads[0]), self.local_in_threads[1]))
         object.__setattr__(self, "follower_clears_at", bits_at(self.follower_clears))
         object.__setattr__(self, "sigpipe_unless_at", bits_at(self.sigpipe_unless))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
@@ -925,6 +955,7 @@ class Syscall:
             position(self.follower_duplicates[0]),
             None if self.follower_duplicates[1] is None else position(self.follower_duplicates[1])))
         object.__setattr__(self, "draws_random_at", pair_at(self.draws_random))
+        object.__setattr__(self, "follower_reaps_at", pair_at(self.follower_reaps))
         if self.opens:
             dirfd, path, flags = self.opens
             object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),
@@ -939,8 +970,12 @@ class Syscall:
         object.__setattr__(self, "replicates", any(k.replicates for k in kinds))
         object.__setattr__(self, "dependent", any(isinstance(arg, Depends) for arg in args))
 
-    def policy_for(self, args: tuple[int, ...]) -> Policy:
+    def policy_for(self, args: tuple[int, ...], threaded: bool = False) -> Policy:
+        """`threaded`: the calling process has (had) threads."""
         if self.local_when_at and args[self.local_when_at[0]] & self.local_when_at[1]:
+            return Policy.LOCAL
+        if threaded and self.local_in_threads_at and args[self.local_in_threads_at[0]] in \
+                self.local_in_threads_at[1]:
             return Policy.LOCAL
         if self.policy_cases_at:
             return self.policy_cases_at[1].get(args[self.policy_cases_at[0]], self.policy)

@@ -15,6 +15,7 @@ import os
 from mvee.syscall_spec import (
     ALL_ABIS,
     Addr,
+    CloneArgs,
     CString,
     Deadline,
     Depends,
@@ -51,6 +52,9 @@ from mvee.syscall_spec import (
     Timeout,
     UpdatedTimeout,
 )
+
+# CLOCK_MONOTONIC, _RAW, _COARSE, CLOCK_BOOTTIME: clocks for timeouts, not dates.
+MONOTONIC_CLOCKS = frozenset({1, 4, 6, 7})
 
 EACH = Policy.EACH
 EACH_LEADER_RESULT = Policy.EACH_LEADER_RESULT
@@ -130,7 +134,8 @@ FD_SETS = tuple(FdSet(fds, nfds="nfds") for fds in ("readfds", "writefds", "exce
 EPOLL_EVENTS = EpollEvents("events", epfd="epfd")
 
 
-PROCESSES = "processes and threads are not supported yet"
+PROCESSES = ("a call on processes or threads whose PIDs, memory or namespaces the monitor "
+             "does not translate between the variants yet")
 SYSV_IPC = ("System V IPC: a shared-memory segment attached in every variant would take each "
             "variant's writes (N times over), and one attached in the leader only would leave the "
             "others without it; semaphores and message queues are not supported yet")
@@ -181,6 +186,8 @@ TABLE: list[Syscall] = [
             follower_clears=OPEN_ONCE_ONLY, opens=("dirfd", "path", "flags")),
     Syscall("creat", (CString("path"), Int("mode")), LEADER_FIRST),
     Syscall("close", (Fd("fd"),), EACH_LEADER_RESULT, closes="fd"),
+    # Python's subprocess in the child before exec: the fd tables are mirrored.
+    Syscall("close_range", (Fd("first"), Int("last"), Flags("flags")), EACH_LEADER_RESULT),
     Syscall("dup", (Fd("fd"),), EACH),
     Syscall("dup2", (Fd("oldfd"), Fd("newfd")), EACH),
     Syscall("dup3", (Fd("oldfd"), Fd("newfd"), Flags("flags")), EACH),
@@ -353,8 +360,11 @@ TABLE: list[Syscall] = [
     Syscall("arch_prctl", (Int("code"), Ignored("addr")), EACH),
     Syscall("set_thread_area", (Ignored("u_info"),), EACH),
     Syscall("set_tid_address", (Ignored("tidptr"),), EACH_LEADER_RESULT),
-    Syscall("set_robust_list", (Ignored("head"), Int("len")), EACH),
-    Syscall("rseq", (Ignored("rseq"), Int("rseq_len"), Flags("flags"), Int("sig")), EACH),
+    # Calls that only coordinate a variant's own threads or memory run LOCAL: how often a
+    # thread takes a contended lock (futex), yields or registers its per-thread areas
+    # depends on the interleaving, which differs between the variants.
+    Syscall("set_robust_list", (Ignored("head"), Int("len")), LOCAL),
+    Syscall("rseq", (Ignored("rseq"), Int("rseq_len"), Flags("flags"), Int("sig")), LOCAL),
     Syscall("prctl", (Int("option"), Ignored("arg2"), Ignored("arg3"), Ignored("arg4"),
                       Ignored("arg5")), EACH),
     Syscall("prlimit64", (Pid("pid"), Int("resource"), InStruct("new", "rlimit64"),
@@ -363,22 +373,26 @@ TABLE: list[Syscall] = [
     Syscall("ugetrlimit", (Int("resource"), OutStruct("rlim", "rlimit")), EACH, I386_ONLY),
     Syscall("setrlimit", (Int("resource"), InStruct("rlim", "rlimit")), EACH),
     Syscall("personality", (Flags("persona"),), EACH),
-    Syscall("sched_yield", (), EACH),
-    Syscall("membarrier", (Int("cmd"), Flags("flags"), Int("cpu_id")), EACH),
-    # Which futex arguments mean anything depends on the operation; single-threaded
-    # variants only wake themselves, so only op and val are compared.
+    Syscall("sched_yield", (), LOCAL),
+    Syscall("membarrier", (Int("cmd"), Flags("flags"), Int("cpu_id")), LOCAL),
     Syscall("futex", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
-                      Ignored("val3")), EACH),
+                      Ignored("val3")), LOCAL),
+    Syscall("futex_time64", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
+                             Ignored("val3")), LOCAL, I386_ONLY),
     # After a nanosleep interrupted without a handler; the leader holds the restart block.
     Syscall("restart_syscall", (), LEADER),
     Syscall("exit", (Int("status"),), EACH),
     Syscall("exit_group", (Int("status"),), EACH),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
-    Syscall("fork", (), UNSUPPORTED, reason=PROCESSES),
-    Syscall("vfork", (), UNSUPPORTED, reason=PROCESSES),
-    Syscall("clone", (Flags("flags"), Ignored("stack"), Ignored("parent_tid"), Ignored("tls"),
-                      Ignored("child_tid")), UNSUPPORTED, reason=PROCESSES),
-    Syscall("clone3", (Ignored("args"), Int("size")), UNSUPPORTED, reason=PROCESSES),
+    # Each variant creates its own child; the children form a new set (mvee.variant_set),
+    # and every variant is told the leader's child's PID (mvee.pids).
+    Syscall("fork", (), EACH_LEADER_RESULT),
+    Syscall("vfork", (), EACH_LEADER_RESULT),
+    Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("child_tid"), Addr("tls")),
+            EACH_LEADER_RESULT, X86_64_ONLY),
+    Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("tls"), Addr("child_tid")),
+            EACH_LEADER_RESULT, I386_ONLY),  # the i386 kernel's order (CONFIG_CLONE_BACKWARDS)
+    Syscall("clone3", (CloneArgs("args", size="size"), Int("size")), EACH_LEADER_RESULT),
     # --- identity and the outside world: virtualised to the leader's values ---
     Syscall("getpid", (), LEADER),
     Syscall("getppid", (), LEADER),
@@ -390,6 +404,12 @@ TABLE: list[Syscall] = [
     # number is the leader's.
     Syscall("setpgid", (Pid("pid"), Pid("pgid")), EACH, foreign_process=LEADER),
     Syscall("setsid", (), EACH_LEADER_RESULT),
+    # The variants have the same credentials: the same change (make's setresuid(-1, euid,
+    # -1) to the euid it has) leaves them alike.
+    *(Syscall(name, (Int("r"), Int("e"), Int("s")), EACH_LEADER_RESULT)
+      for name in ("setresuid", "setresgid")),
+    *(Syscall(name, (Int("r"), Int("e"), Int("s")), EACH_LEADER_RESULT, I386_ONLY)
+      for name in ("setresuid32", "setresgid32")),
     *(Syscall(name, (), LEADER) for name in ("getuid", "geteuid", "getgid", "getegid")),
     *(Syscall(name, (), LEADER, I386_ONLY) for name in ("getuid32", "geteuid32", "getgid32", "getegid32")),
     Syscall("getgroups", (Int("size"), OutBuffer("list", length="size", unit=4)), LEADER),
@@ -414,8 +434,10 @@ TABLE: list[Syscall] = [
             LEADER),
     Syscall("time", (OutStruct("tloc", "long"),), LEADER),
     Syscall("gettimeofday", (OutStruct("tv", "timeval"), OutStruct("tz", "timezone")), LEADER),
-    Syscall("clock_gettime", (Int("clockid"), OutStruct("tp", "timespec")), LEADER),
-    Syscall("clock_gettime64", (Int("clockid"), OutStruct("tp", "timespec64")), LEADER, I386_ONLY),
+    Syscall("clock_gettime", (Int("clockid"), OutStruct("tp", "timespec")), LEADER,
+            local_in_threads=("clockid", MONOTONIC_CLOCKS)),
+    Syscall("clock_gettime64", (Int("clockid"), OutStruct("tp", "timespec64")), LEADER, I386_ONLY,
+            local_in_threads=("clockid", MONOTONIC_CLOCKS)),
     Syscall("clock_getres", (Int("clockid"), OutStruct("res", "timespec")), LEADER),
     Syscall("clock_getres_time64", (Int("clockid"), OutStruct("res", "timespec64")), LEADER,
             I386_ONLY),
@@ -425,8 +447,9 @@ TABLE: list[Syscall] = [
     Syscall("clock_nanosleep_time64", (Int("clockid"), Flags("flags"),
                                        Deadline("req", "timespec64", flags="flags"),
                                        OutStruct("rem", "timespec64")), LEADER, I386_ONLY),
+    # Each variant reaps its own child: the leader first, the others its counterpart.
     Syscall("wait4", (Pid("pid"), OutStruct("status", "int"), Flags("options"),
-                      OutStruct("rusage", "rusage")), LEADER),
+                      OutStruct("rusage", "rusage")), LEADER_FIRST, follower_reaps=("pid", "options")),
     # --- signals: dispositions and masks belong to each variant ---
     Syscall("rt_sigaction", (Int("sig"), SigAction("act"), Ignored("oldact"), Int("sigsetsize")),
             EACH, sets_disposition=("sig", "act")),
@@ -478,12 +501,12 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "waitid", "waitpid", "execveat", "get_robust_list", "get_thread_area", "modify_ldt", "kcmp",
         "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
         "process_vm_readv", "process_vm_writev", "ptrace", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
-        "futex_time64", "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
+        "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
     "changing credentials is not supported: each variant would change its own, and a "
     "leader-only change would leave the others with different rights": (
-        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-        "setgroups", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32", "setresgid32",
-        "setfsuid32", "setfsgid32", "setgroups32", "capset", "capget"),
+        "setuid", "setgid", "setreuid", "setregid", "setfsuid", "setfsgid",
+        "setgroups", "setuid32", "setgid32", "setreuid32", "setregid32", "setfsuid32", "setfsgid32",
+        "setgroups32", "capset", "capget"),
     "a system administrator's call (machine-wide state, privileges), refused under the monitor": (
         "_sysctl", "acct", "adjtimex", "clock_adjtime", "clock_adjtime64", "clock_settime", "clock_settime64",
         "settimeofday", "stime", "sethostname", "setdomainname", "reboot", "kexec_load", "kexec_file_load",
@@ -513,7 +536,7 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
         "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
     "not supported yet (no row)": (
-        "close_range", "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
+        "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
         "readahead", "splice", "tee", "vmsplice", "sync_file_range", "inotify_init", "inotify_init1",
         "inotify_add_watch", "inotify_rm_watch",
         "rt_sigtimedwait", "rt_sigtimedwait_time64", "utime", "utimes", "futimesat", "epoll_ctl_old",

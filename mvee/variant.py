@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ class Variant:
     term_signal: int | None = None
     abi_name: str = ""
     call: Call | None = None  # the call it waits at, decoded, while at a syscall entry
+    thread: bool = False  # a thread (CLONE_THREAD) of another variant's process
 
     @property
     def alive(self) -> bool:
@@ -62,20 +64,32 @@ class Variant:
                 pass
 
 
-def kill_all(variants: list[Variant]) -> None:
-    """Kill the variants and reap them."""
+def kill_all(variants: list[Variant], others: Iterable[int] = ()) -> None:
+    """Kill the variants and `others` (processes the monitor traces that are not yet
+    variants), and reap them. Every task of theirs is reaped, threads too: a
+    thread-group leader's end is reported only after its traced threads'."""
     for variant in variants:
         variant.kill()
-    for variant in variants:
-        while variant.alive:
-            try:
-                _, status = os.waitpid(variant.pid, ptrace_api.WALL)
-            except ChildProcessError:
+    remaining = set(others)
+    for pid in remaining:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    by_pid = {v.pid: v for v in variants}
+    while remaining or any(v.alive for v in variants):
+        try:
+            pid, status = os.waitpid(-1, ptrace_api.WALL)
+        except ChildProcessError:
+            for variant in variants:
                 variant.ended = True
-                break
-            ending = decode_status(status)
-            if isinstance(ending, Ending):
-                variant.record_exit(ending)
+            break
+        ending = decode_status(status)
+        if not isinstance(ending, Ending):
+            continue  # a stop on its way to death
+        remaining.discard(pid)
+        if pid in by_pid and by_pid[pid].alive:
+            by_pid[pid].record_exit(ending)
 
 
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,

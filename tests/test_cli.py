@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mvee.verdict import EXIT_STATUS, Verdict
-from tests.mvee_run import MveeResult, run_mvee
+from tests.mvee_run import DEAD, MveeResult, process_state, run_mvee
 
 
 def mvee(*arguments: str) -> MveeResult:
@@ -71,8 +71,12 @@ def test_exit_status_is_the_programs_own() -> None:
 
 
 def test_no_variant_left_behind_after_an_alarm(tmp_path: Path) -> None:
+    """An alarm in one set (a refused waitid) ends the processes of every set (a sleep)."""
     report = tmp_path / "report.json"
-    result = mvee("run", "--report", str(report), "-n", "2", "--", "sh", "-c", "sleep 30")
-    assert result.returncode == EXIT_STATUS[Verdict.UNSUPPORTED]  # sh forks: the "unsupported" alarm
-    pids = [v["pid"] for v in json.loads(report.read_text())["variants"]]
-    assert len(pids) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    refused = "/usr/bin/python3 -c 'import os; os.waitid(os.P_ALL, 0, os.WEXITED)'"
+    result = mvee("run", "--report", str(report), "-n", "2", "--", "sh", "-c", f"sleep 30 & {refused}")
+    assert result.returncode == EXIT_STATUS[Verdict.UNSUPPORTED], result.stderr
+    written = json.loads(report.read_text())
+    assert "waitid" in written["message"]
+    pids = [pid for variant_set in written["sets"] for pid in variant_set["pids"]]
+    assert len(pids) == 6 and all(process_state(pid) in DEAD for pid in pids)  # sh, sleep, python3

@@ -159,22 +159,23 @@ def test_sigstop_to_one_variant_does_not_hang_the_run(build_program, tmp_path: P
 
 @pytest.mark.parametrize("how", ["fork", "vfork", "thread", "spawn", "system"])
 @pytest.mark.parametrize("abi", sorted(ABIS))
-def test_a_new_process_or_thread_is_unsupported_and_never_runs(abi: str, how: str, build_program,
-                                                               tmp_path: Path) -> None:
+def test_a_new_process_or_thread_runs_in_its_own_set(abi: str, how: str, build_program,
+                                                     tmp_path: Path) -> None:
     witness = tmp_path / "witness"
     program = build_program("spawn", abi, "-pthread")
     native = subprocess.run([str(program), how, str(tmp_path / "native")], capture_output=True, timeout=30)
     assert native.stdout == b"before\nafter\n" and (tmp_path / "native").read_text() == "ran\n"
     monitor = start(tmp_path / "r.json", "-n", "2", "--", str(program), how, str(witness))
     result = monitor.finish()
-    assert result.returncode == UNSUPPORTED_EXIT, result.stderr
-    assert_one_line(result.stderr)
-    assert result.stdout == b"before\n"
-    assert not witness.exists()  # the child or thread never ran
+    assert (result.returncode, result.stdout, result.stderr) == (0, native.stdout, "")
+    assert witness.read_text() == "ran\n"  # written once, by the leader's child or thread
     report = result.report
-    assert report["verdict"] == "unsupported"
-    assert report["alarm"]["syscall"]["name"] in ("fork", "vfork", "clone", "clone3")
-    assert wait_until_gone([v["pid"] for v in report["variants"]], monitor.tag) == []
+    assert report["verdict"] == "ok"
+    created = report["sets"][1:]
+    assert created and all(s["parent"] is not None and len(s["pids"]) == 2 for s in created)
+    assert [s["thread"] for s in created] == [how == "thread"] * len(created)
+    pids = [pid for s in report["sets"] for pid in s["pids"]]
+    assert wait_until_gone(pids, monitor.tag) == []
 
 
 # --- signals sent to the monitor ---

@@ -15,6 +15,10 @@ group per target). What each target proves:
   synchronously (no false alarm), for each ABI the target runs;
 - a handler that only sets a flag, tested in a loop with no syscall, is seen alike in
   both variants (the converge policy);
+- processes and threads (tests/programs/family.c: fork, PIDs, kill, setpgid,
+  posix_spawn, two threads) and a shell pipeline of the guest's own sh run in their
+  sets as natively, for each ABI (the i386 kernel's clone takes its arguments in
+  another order);
 - a variant that never receives its signal is declared non-compliant within the
   wait loop's timeout, and the report says which trap ended the loop: int 0x80
   where IA-32 emulation exists, the `syscall` fallback where it does not; forcing
@@ -209,6 +213,29 @@ def test_flag_idioms_run_as_natively(target: str, abi: str, mode: str, lab_machi
         assert (result.returncode, result.stdout) == (0, native.stdout), (result.stderr, signals)
         assert result.report is not None and result.report["signals"]["policy"] == "converge"
     lab_record_signals(result.report, f"flags-{mode}-{abi}")
+
+
+@pytest.mark.parametrize("abi", ABIS)
+@pytest.mark.parametrize("target", lab_targets())
+def test_processes_and_threads_run_as_natively(target: str, abi: str, lab_machine: Machine) -> None:
+    _skip_unrunnable(lab_machine, abi)
+    program = install_program(lab_machine, "family", abi)
+    native = lab_machine.ssh.run(shlex.join([program, "/bin/echo"]), timeout=300).check()
+    result = run_mvee(lab_machine, "-n", "2", "--", program, "/bin/echo", timeout=900)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+    assert b"differs" not in native.stdout
+    assert result.report is not None
+    assert sum(s["thread"] for s in result.report["sets"]) == 2
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_shell_pipeline_runs_as_natively(target: str, lab_machine: Machine) -> None:
+    script = 'seq 1 3000 | sort -rn | tail -1; echo "$(echo sub | tr a-z A-Z)"'
+    native = lab_machine.ssh.run(shlex.join(["/bin/sh", "-c", script]), timeout=300).check()
+    result = run_mvee(lab_machine, "-n", "2", "--", "/bin/sh", "-c", script, timeout=900)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+    assert native.stdout == b"1\nSUB\n"
+    assert result.report is not None and len(result.report["sets"]) >= 5
 
 
 def _kill_one_variant(machine: Machine, abi: str, *options: str) -> tuple[int, float, str, dict]:

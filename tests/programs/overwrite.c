@@ -3,7 +3,10 @@
  * read() overflows `record.name` into `record.handler`. An exploit that writes the
  * address of payload() as found in one build works there; in the SHIFTED build
  * payload() sits 8 KiB further and that address holds `hlt` bytes, so the same
- * input crashes. Built non-PIE so addresses are fixed per build. */
+ * input crashes. Built non-PIE so addresses are fixed per build. With FORKED, a forked
+ * child does it while the parent waits for it and reports how it ended. */
+#include <stdio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifdef SHIFTED
@@ -24,11 +27,25 @@ struct record {
     void (*volatile handler)(void);
 };
 
-int main(void) {
+static int vulnerable(void) {
     struct record record;
     record.handler = benign;
     volatile size_t length = 64; /* the bug: 64 bytes into a 16-byte field */
     read(0, record.name, length);
     record.handler();
     return 0;
+}
+
+int main(void) {
+#ifdef FORKED
+    pid_t child = fork();
+    if (child == 0) return vulnerable();
+    int status;
+    waitpid(child, &status, 0);
+    printf("child %s %d\n", WIFEXITED(status) ? "exited" : "killed",
+           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return 0;
+#else
+    return vulnerable();
+#endif
 }

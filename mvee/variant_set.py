@@ -1,0 +1,299 @@
+"""One set of variants: a process of variant 0 and its counterparts, in lockstep.
+
+The variants' first processes form set 0. A fork, vfork or non-thread clone/clone3
+that every process of a set makes creates one child in each variant; those
+children, the k-th child of each process in creation order, form a new set, with
+the creating set as its parent. Each set runs in lockstep on its own: its
+rendezvous, comparison, execution by policy and signal delivery are its own
+(mvee.signals per set), and a set waiting in a call (a parent in wait4) never
+keeps another from running (mvee.monitor serves them all from one event loop).
+A thread (CLONE_THREAD) forms a thread set the same way, which shares its process's
+signal dispositions and files with the process's other sets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from mvee import engine, events, ptrace_api
+from mvee.engine import Call
+from mvee.events import Event, Waiter, WaitFor, Waiting
+from mvee.execution import PolicyExecutor
+from mvee.pids import PidMap
+from mvee.signal_executor import SignalExecutor, SignalOptions
+from mvee.signals import Proceed, Where
+from mvee.syscall_spec import Policy, signed
+from mvee.temp_names import TempNames
+from mvee.variant import Variant
+from mvee.verdict import Alarm, Verdict, early_exit_alarm
+
+THREAD_EXIT_GRACE = 2.0  # seconds
+# How long variants sleeping in a LOCAL call may keep the others of their set waiting at
+# a rendezvous before the set is taken to have diverged (mvee.variant_set._check_stall).
+STALL_SECONDS = 3.0
+
+
+@dataclass
+class Process:
+    """What the sets of one process's threads share."""
+
+    threaded: bool = False  # it has had threads: its monotonic clock reads are LOCAL
+
+
+class VariantSet:
+    def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
+                 options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
+        self.number = number
+        self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
+        self.variants = variants
+        self.parent = parent
+        self.pids = pids
+        pids.add([v.pid for v in variants])
+        self.syscalls = 0  # synchronised calls
+        self.local_syscalls = 0  # calls each variant ran at its own pace
+        self.executor = SignalExecutor(variants, waiter, options)
+        self.signals = self.executor.signals
+        self.policy = PolicyExecutor(variants, self.executor, pids)
+        self.temp_names = TempNames(variants)
+        self.call: Waiting[None] | None = None  # the agreed call in progress, while it waits
+        self.waiting_for: WaitFor | None = None  # what it waits for
+        self.ended_early: float | None = None  # when a thread of the set ended before the others
+        self.partial_since: float | None = None  # since when some variants wait at a rendezvous
+        # Shared by the sets of one process's threads.
+        self.process = parent.process if thread and parent else Process()
+        self.process.threaded |= thread
+
+    @property
+    def ended(self) -> bool:
+        return not any(v.alive for v in self.variants)
+
+    def inherit(self, parent: VariantSet) -> None:
+        """A new set starts with its parents' signal dispositions, own files, epoll cookies
+        and wait-loop page: copies for a process (its memory, fds and handlers are copies,
+        the page too, or the same page with CLONE_VM), the same objects for a thread,
+        which shares them with every thread of its process."""
+        if self.thread:
+            self.signals.dispositions = parent.signals.dispositions
+            self.signals.reset_on_delivery = parent.signals.reset_on_delivery
+            self.policy.own_files.fds = parent.policy.own_files.fds
+            self.policy.cookies = parent.policy.cookies
+        else:
+            self.signals.dispositions = dict(parent.signals.dispositions)
+            self.signals.reset_on_delivery = set(parent.signals.reset_on_delivery)
+            self.policy.own_files.fds = [set(fds) for fds in parent.policy.own_files.fds]
+            self.policy.cookies = {index: dict(cookies) for index, cookies in parent.policy.cookies.items()}
+        for seam, parents in zip(self.executor.seams, parent.executor.seams, strict=True):
+            seam.loop, seam.loop_address = parents.loop, parents.loop_address
+
+    def next_deadline(self) -> float | None:
+        """When `on_deadline` is due if nothing else happens first."""
+        deadlines = [d for d in (self.signals.next_deadline(),
+                                 self.ended_early and self.ended_early + THREAD_EXIT_GRACE,
+                                 self.partial_since and self.partial_since + STALL_SECONDS) if d]
+        return min(deadlines) if deadlines else None
+
+    def describe(self) -> dict[str, object]:
+        """The set in the report."""
+        return {"set": self.number, "parent": self.parent.number if self.parent else None,
+                "thread": self.thread, "program": self.variants[0].executable,
+                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls}
+
+    # --- the call in progress ---
+
+    def start_call(self, call: Waiting[None]) -> None:
+        self.call = call
+        self._advance(None, first=True)
+
+    def take(self, event: Event | None) -> None:
+        """What the call in progress waited for: an event of one of its variants, or None
+        at its deadline."""
+        self._advance(event)
+
+    def _advance(self, event: Event | None, first: bool = False) -> None:
+        assert self.call is not None
+        with self._naming():
+            try:
+                self.waiting_for = next(self.call) if first else self.call.send(event)
+            except StopIteration:
+                self.call = self.waiting_for = None
+
+    # --- the lockstep ---
+
+    def step(self) -> bool:
+        """At a rendezvous of the whole set: compare and start the agreed call. Whether
+        anything was done."""
+        with self._naming():
+            return self._step()
+
+    def _step(self) -> bool:
+        if self.call is not None:
+            return False
+        live = [v for v in self.variants if v.alive]
+        if not live:
+            return False
+        wheres = {self.signals.where(v.index) for v in live}
+        if not wheres <= {Where.AT_SYSCALL}:
+            if not wheres & {Where.RUNNING, Where.PARKED}:
+                raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
+                            "stopped, none at a syscall")
+            if Where.AT_SYSCALL not in wheres:
+                self.partial_since = None
+            elif self.partial_since is None:
+                self.partial_since = time.monotonic()
+            return False
+        self.partial_since = None
+        if len(live) < len(self.variants):
+            if self._dying_alike(live):
+                return True
+            if self.thread and self._process_exiting():
+                return False
+            raise early_exit_alarm(self.variants)
+        blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
+                   else frozenset())
+        decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
+        if decisions:
+            self.executor.carry_out(decisions)
+            return True
+        calls = [v.call for v in self.variants if v.call is not None]
+        assert len(calls) == len(self.variants)  # each decoded at its entry
+        detours = self.temp_names.detours(calls)  # mkstemp's extra draw (mvee.temp_names)
+        if detours:
+            for variant in detours:
+                self.executor.resume(variant)
+            return True
+        self.temp_names.reconcile(calls)  # names made from the layout
+        compared = [self._as_leader_sees(index, call) for index, call in enumerate(calls)]
+        reason = engine.compare(compared) or self.executor.tsc.disagreement()
+        if reason:
+            raise Alarm(Verdict.DIVERGENCE, reason, compared)
+        unsupported = calls[0].unsupported_reason
+        if unsupported:
+            raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
+        self.syscalls += 1
+        self.start_call(self.policy.execute(calls))
+        return True
+
+    def _as_leader_sees(self, index: int, call: Call) -> Call:
+        """The call with its PID arguments as virtual PIDs (mvee.pids), for the comparison."""
+        positions = engine.pid_arguments(call)
+        if not positions:
+            return call
+        values = list(call.values)
+        for position in positions:
+            values[position] = (self.pids.to_virtual(index, call.args[position]) if index
+                                else signed(call.args[position], 32))
+        return replace(call, values=tuple(values))
+
+    @contextmanager
+    def _naming(self) -> Iterator[None]:
+        """An alarm of a set other than the first names it."""
+        try:
+            yield
+        except Alarm as alarm:
+            if self.number and not alarm.message.startswith("set "):
+                alarm.message = f"set {self.number}: {alarm.message}"
+            raise
+
+    def on_event(self, event: Event) -> None:
+        """A stop of one of the set's variants while no call of the set is in progress."""
+        with self._naming():
+            self._on_event(event)
+
+    def _on_event(self, event: Event) -> None:
+        variant = event.variant
+        if isinstance(event, events.SyscallEntry):
+            self._on_entry(event)
+        elif isinstance(event, events.SignalStop):
+            self.executor.on_signal_stop(event)
+        elif isinstance(event, events.SyscallExit | events.GroupStop | events.CloneEvent):
+            # the exit of a LOCAL call or of an execve: nothing to synchronise
+            ptrace_api.resume_to_syscall(variant.pid)
+        elif isinstance(event, events.Exited):
+            self.executor.on_exit(variant)
+        elif isinstance(event, events.ExecEvent):
+            self.executor.after_exec(variant)
+            ptrace_api.resume_to_syscall(variant.pid)
+
+    def on_deadline(self, now: float) -> None:
+        if self.call is None:
+            with self._naming():
+                self.executor.on_deadline(now)
+                if self.partial_since is not None and now >= self.partial_since + STALL_SECONDS:
+                    self._check_stall()
+
+    def _check_stall(self) -> None:
+        """Some variants wait at a rendezvous while the others sleep in a LOCAL call (a
+        futex): in a program with threads (or processes sharing a lock), the interleaving
+        took them down different paths, and waiting would wait for good. Variants that
+        compute are left to arrive."""
+        waiting = [v for v in self.variants if v.alive and self.signals.where(v.index) is Where.AT_SYSCALL]
+        blocked = {v.index: ptrace_api.blocked_in(v.pid) for v in self.variants
+                   if v.alive and v not in waiting}
+        if not waiting or None in blocked.values():
+            self.partial_since = time.monotonic()  # still computing: look again later
+            return
+        abi = waiting[0].call.abi if waiting[0].call else None
+        views = "; ".join(f"variant {v.index} waits at {v.call.render() if v.call else 'a syscall'}"
+                          for v in waiting)
+        others = "; ".join(f"variant {index} sleeps in {abi.name_of(nr) if abi else nr}"
+                           for index, nr in blocked.items())
+        kind = "thread set" if self.thread else "set"
+        raise Alarm(Verdict.DIVERGENCE, f"{kind} {self.number}: the variants took different paths "
+                    f"({views}; {others} for {STALL_SECONDS:g} s): the interleaving of threads or "
+                    "processes sharing memory decided their calls",
+                    [v.call for v in waiting if v.call is not None])
+
+    def _on_entry(self, entry: events.SyscallEntry) -> None:
+        variant, stop = entry.variant, entry.stop
+        variant.abi_name = variant.abi_name or stop.abi.name
+        if not self.executor.on_entry(variant, stop):
+            return
+        call = engine.decode(stop.abi, stop.nr, stop.args, variant.memory)
+        local = call.spec is not None and (call.spec.policy_for(call.args, self.process.threaded)
+                                           is Policy.LOCAL
+                                           or self.policy.own_files.is_local(variant, call))
+        if local:
+            self._check_loop_page(variant, call)
+        variant.call = call
+        decisions = self.signals.on_syscall_entry(variant.index, time.monotonic(), synchronised=not local)
+        self.executor.carry_out(decisions)
+        if local and Proceed(variant.index) in decisions:
+            self.local_syscalls += 1
+            self.executor.resume(variant)
+
+    def _check_loop_page(self, variant: Variant, call: Call) -> None:
+        """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
+        loop_address = self.executor.loop_address(variant)
+        if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
+            return
+        start, length = (call.args[i] for i in call.spec.changes_mappings_at)
+        if start <= loop_address < start + length:
+            raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
+                        "wait-loop page", [call], variant=variant.index)
+
+    def _process_exiting(self) -> bool:
+        """A thread ended in some variants while its counterparts wait at a syscall: the
+        process's exit_group, run by another thread set, ends them too in a moment.
+        They are given `THREAD_EXIT_GRACE` to do so before it counts as an early exit."""
+        now = time.monotonic()
+        self.ended_early = self.ended_early or now
+        return now < self.ended_early + THREAD_EXIT_GRACE
+
+    def _dying_alike(self, live: list[Variant]) -> bool:
+        """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
+        that the others, waiting at a syscall, have pending: they skip the call (it never
+        runs) and die of it on their way back to user space, as natively."""
+        killers = {v.term_signal for v in self.variants if not v.alive}
+        if len(killers) != 1 or None in killers:
+            return False
+        signum = killers.pop()
+        assert signum is not None
+        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
+            return False
+        for variant in live:
+            ptrace_api.skip_syscall(variant.pid)
+            self.signals.on_resumed(variant.index)
+        return True
