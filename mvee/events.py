@@ -159,6 +159,7 @@ class Waiter:
         self.by_pid = {v.pid: v for v in variants}  # every variant of every set
         self.watched = {signal.SIGCHLD, *FORWARDED}
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
+        self.last_forwarded: dict[int, float] = {}  # ending signal -> when, delivered or not
         self.previous_mask: set[signal.Signals] | None = None
         # Events taken for a set busy with a call, kept for it (mvee.monitor).
         self.held: dict[int, deque[Event]] = {}
@@ -255,6 +256,12 @@ class Waiter:
             if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != SI_KERNEL:
                 self._forward(info.si_signo)
 
+    def ended_by_forwarded(self, variant: Variant) -> bool:
+        """It died of an ending signal that the monitor sent to every variant lately (a
+        SIGTERM it got): the others got it too and die of it, alone in a call or not."""
+        sent = self.last_forwarded.get(variant.term_signal or 0)
+        return sent is not None and time.monotonic() - sent < GIVE_UP_SECONDS
+
     def delivered(self, signum: int) -> None:
         """The variants took a signal of this number (delivered, or ignored by them)."""
         self.undelivered.pop(signum, None)
@@ -266,7 +273,7 @@ class Waiter:
             forwarded = self.undelivered.get(signum)
             if forwarded is not None and now - forwarded < GIVE_UP_SECONDS:
                 raise Interrupted(signum)
-            self.undelivered[signum] = now
+            self.undelivered[signum] = self.last_forwarded[signum] = now
         for variant in self.by_pid.values():
             if variant.alive and not variant.thread:  # a process's signal, once per process
                 os.kill(variant.pid, signum)
