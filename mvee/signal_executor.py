@@ -57,6 +57,7 @@ from mvee.signals import (
     SignalCoordinator,
     Suppress,
     Unpark,
+    has_own_instances_dropped,
     raised_by_leader_only,
 )
 from mvee.tsc import TscEmulator
@@ -273,7 +274,8 @@ class SignalExecutor:
                 # Without the signal it re-enters the call (restart_syscall after a sleep); the
                 # code says how the call ends when the signal comes there.
                 self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
-            elif not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging:
+            elif (not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
+                  and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
                 self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
 

@@ -54,6 +54,13 @@ FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _sig
                            _signal.SIGTRAP, _signal.SIGSYS})
 
 
+def has_own_instances_dropped(signum: int) -> bool:
+    """A follower's kernel raises instances of its own that the monitor drops for the
+    leader's (SIGCHLD): blocked in it, one would merge with the leader's copy and take
+    that copy with it."""
+    return signum == _signal.SIGCHLD
+
+
 def raised_by_leader_only(signum: int, si_code: int) -> bool:
     """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
     alarm), or whose instances each variant's kernel counts its own way (SIGCHLD from a
