@@ -374,7 +374,11 @@ class SignalCoordinator:
         signal that half of them have pending is delivered here; `at-syscall`: one that
         all have. A blocked one stays pending, as in the kernel."""
         if not self.handlers_running:
+            # The program made a syscall: no longer computing, its signals converge again
+            # (until then a signal whose convergence timed out follows `sync`: with its
+            # instances held back, a new convergence would hold each for the bound).
             self.last_rendezvous = now
+            self.fallback.clear()
         if self.current is not None:
             return []
         decisions = (self._start_next(now, blocked) if self.policy != "at-syscall"
@@ -547,7 +551,6 @@ class SignalCoordinator:
         self.current = None
         self.resent.clear()
         self.converging.discard(signum)
-        self.fallback.discard(signum)
         self.deferred.discard(signum)
         if not (self.converging or self.deferred):
             self.deadline, self.deadline_at_syscall = None, False

@@ -285,6 +285,13 @@ def test_converge_falls_back_to_the_wait_loop_when_the_others_do_not_come() -> N
     assert machine.on_signal(1, ALRM, info(1), 1.02) == [Release(0, ALRM, info(0), False),
                                                         Release(1, ALRM, info(1), True)]
     assert machine.ways[Way.WAIT_LOOP] == [pytest.approx(1.02)]
+    # Its next instances follow `sync` too until the program makes a syscall again.
+    assert machine.fallback == {ALRM}
+    assert machine.on_signal(0, ALRM, info(0), 1.05) == [Hold(0)]
+    machine.on_signal(1, ALRM, info(1), 1.06)
+    while machine.handlers_running:  # both deliveries' handlers return
+        machine.on_handler_return()
+    machine.on_rendezvous(1.1)
     assert machine.fallback == set()
 
 
