@@ -1,8 +1,10 @@
-"""The one module that talks to ptrace, wrapping python-ptrace's raw binding.
+"""The one module that talks to ptrace: libc's ptrace(2) through ctypes.
 
 python-ptrace has no PTRACE_SEIZE, PTRACE_O_EXITKILL or PTRACE_GET_SYSCALL_INFO
-and decides the ABI from the tracer; here every request goes through its raw
-``ptrace()`` call, so another binding could replace it in this file alone.
+and decides the ABI from the tracer, so only its raw ``ptrace()`` was ever used;
+importing it took a tenth of the monitor's start-up (it runs ldconfig to find libc,
+and loads logging), and its wrapper formats a message on every call. The same call
+is made here directly; every request goes through `_call`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import signal
 import struct
 from dataclasses import dataclass
 
-from ptrace.binding import func as _raw
-
 from mvee.abi import BY_AUDIT_ARCH, HOST, Abi
 
-PtraceError = _raw.PtraceError
+
+class PtraceError(Exception):
+    """A ptrace request failed: its errno, and the process it was made on."""
+
+    def __init__(self, errno: int, request: int, pid: int) -> None:
+        super().__init__(f"ptrace({request:#x}, pid {pid}): {os.strerror(errno)}")
+        self.errno = errno
+        self.pid = pid
 
 WALL = 0x40000000  # __WALL: wait for all children, os has no name for it
 
@@ -53,6 +60,9 @@ _EXIT = struct.Struct("<qB")
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+_ptrace = _libc.ptrace
+_ptrace.restype = ctypes.c_long
+_ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t)
 
 
 @dataclass(slots=True)
@@ -69,16 +79,13 @@ class SyscallStop:
     is_error: bool = False
 
 
-def _word(value: int) -> int:
-    """A machine word as a C long. Debian's python3-ptrace uses its C binding (cptrace),
-    which converts arguments as signed and overflows on a word >= 2**(bits-1); the ctypes
-    binding (PyPI's wheel) masks a negative value back to the same unsigned word."""
-    value &= HOST.word_mask
-    return value - (HOST.word_mask + 1) if value > HOST.word_mask >> 1 else value
-
-
 def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
-    return _raw.ptrace(request, pid, _word(addr), _word(data))
+    """One request; addr and data as machine words (a negative value, such as -1 for
+    orig_ax, as its two's complement). Raises PtraceError."""
+    result = _ptrace(request, pid, addr & HOST.word_mask, data & HOST.word_mask)
+    if result == -1:  # no request made here returns -1 but on an error (no PEEKs)
+        raise PtraceError(ctypes.get_errno(), request, pid)
+    return result
 
 
 def traceme_and_die_with_parent(parent: int) -> None:
