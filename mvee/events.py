@@ -156,6 +156,7 @@ class Waiter:
                 return None
             variant = self.by_pid.get(found)
             if variant is not None:
+                variant.stops += 1
                 return self._event(variant, decode_status(status), skipped)
 
     def reap(self, variant: Variant, deadline: float) -> bool:
@@ -213,6 +214,8 @@ class Waiter:
             stop = ptrace_api.syscall_info(pid)
             return SyscallEntry(variant, stop) if stop.op == ptrace_api.SYSCALL_INFO_ENTRY \
                 else SyscallExit(variant, stop)
+        if stopped.event == ptrace_api.PTRACE_EVENT_SECCOMP:  # the filter's stop at an entry
+            return SyscallEntry(variant, ptrace_api.syscall_info(pid))
         if stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             return ExecEvent(variant)
         if stopped.event:

@@ -67,7 +67,7 @@ class Monitor:
 
     def _lockstep(self) -> Outcome:
         for variant in self.variants:  # released together from their exec stops
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
         while True:
             self._wait_for_rendezvous()
             live = [v for v in self.variants if v.alive]
@@ -118,12 +118,12 @@ class Monitor:
                 self.executor.on_signal_stop(event)
             elif isinstance(event, SyscallExit | GroupStop):
                 # the exit of a LOCAL call or of an execve: nothing to synchronise
-                ptrace_api.resume_to_syscall(event.variant.pid)
+                event.variant.run_on()
             elif isinstance(event, Exited):
                 self.executor.on_exit(event.variant)
             elif isinstance(event, ExecEvent):
                 self.executor.after_exec(event.variant)
-                ptrace_api.resume_to_syscall(event.variant.pid)
+                event.variant.run_on()
             elif isinstance(event, CloneEvent):
                 raise Alarm(Verdict.UNSUPPORTED, f"variant {event.variant.index} created a process "
                             "or thread", variant=event.variant.index)

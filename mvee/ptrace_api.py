@@ -46,12 +46,15 @@ PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 
 PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_SECCOMP = 7
 
 SYSCALL_INFO_ENTRY = 1
 SYSCALL_INFO_EXIT = 2
+SYSCALL_INFO_SECCOMP = 3  # an entry, stopped by the seccomp filter: read as one
 
 _SIGINFO_SIZE = 128
 _SYSCALL_INFO = struct.Struct("<B3xIQQ")  # op, arch, instruction_pointer, stack_pointer
@@ -99,14 +102,26 @@ def traceme_and_die_with_parent(parent: int) -> None:
 
 
 def set_options(pid: int) -> None:
-    options = (PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC
+    """Every option the monitor uses; PTRACE_O_TRACESECCOMP only matters to a tracee
+    under a seccomp filter (mvee.seccomp_filter)."""
+    options = (PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP
                | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE)
     _call(PTRACE_SETOPTIONS, pid, 0, options)
 
 
 def resume_to_syscall(pid: int, signal: int = 0) -> None:
-    """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`."""
+    """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`: from an
+    entry (or a seccomp stop), the exit of that call."""
     _call(PTRACE_SYSCALL, pid, 0, signal)
+
+
+def under_seccomp_filter(pid: int) -> bool:
+    """Whether a process runs under a seccomp filter (/proc/PID/status: Seccomp 2)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Seccomp:"):
+                return line.split()[1] == "2"
+    return False
 
 
 def skip_syscall(pid: int) -> None:
@@ -114,6 +129,13 @@ def skip_syscall(pid: int) -> None:
     resume to its exit."""
     poke_user(pid, "orig_ax", -1)
     resume_to_syscall(pid)
+
+
+def skip_with_result(pid: int, result: int) -> None:
+    """At a seccomp stop: the call is not run and returns `result`; the kernel leaves ax
+    alone for a skipped call, and there is no exit stop to wait for."""
+    poke_user(pid, "orig_ax", -1)
+    poke_user(pid, "ax", result)
 
 
 def cont(pid: int, signal: int = 0) -> None:
@@ -128,7 +150,7 @@ def syscall_info(pid: int) -> SyscallStop:
     raw = _info_buffer.raw
     op, arch, ip, sp = _SYSCALL_INFO.unpack_from(raw)
     abi = BY_AUDIT_ARCH[arch]
-    if op == SYSCALL_INFO_ENTRY:
+    if op in (SYSCALL_INFO_ENTRY, SYSCALL_INFO_SECCOMP):
         nr, *args = _ENTRY.unpack_from(raw, _SYSCALL_INFO.size)
         mask = abi.word_mask
         return SyscallStop(op, abi, ip, sp, nr=nr, args=tuple(a & mask for a in args))

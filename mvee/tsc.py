@@ -104,7 +104,7 @@ class TscEmulator:
         if instruction == RDTSCP:
             values["cx"] = reading.aux
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, values))
-        ptrace_api.resume_to_syscall(variant.pid)
+        variant.run_on()
         return True
 
     def disagreement(self) -> str | None:
