@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from mvee import report, seccomp_filter, waitloop
+from mvee import seccomp_filter, waitloop
 from mvee.forwarded import FORWARDED
 from mvee.monitor import Monitor
 from mvee.signal_executor import SignalOptions
@@ -159,6 +159,8 @@ def _find_executable(name: str) -> str:
 def _check_report_path(path: str | None) -> None:
     if path is None:
         return
+    from mvee import report  # only with --report: its imports cost a short run's start-up
+
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"report directory does not exist: {directory}")
@@ -194,5 +196,7 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
     if outcome.verdict is not Verdict.OK:
         print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
     if report_path:
+        from mvee import report
+
         report.write(report_path, report.build(outcome, variants))
     return outcome.exit_status

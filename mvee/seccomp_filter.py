@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
+import os
 import struct
 
 from mvee.abi import BY_NAME, Abi
@@ -120,7 +120,7 @@ def build(abis: tuple[Abi, ...] = tuple(BY_NAME.values())) -> bytes:
 
 def kernel_supported(release: str | None = None) -> bool:
     """Whether this kernel orders the seccomp stop after the syscall-entry stop."""
-    numbers = (release or platform.release()).split("-")[0].split(".")
+    numbers = (release or os.uname().release).split("-")[0].split(".")
     try:
         return (int(numbers[0]), int(numbers[1])) >= _FIRST_KERNEL
     except (IndexError, ValueError):
