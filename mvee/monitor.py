@@ -150,6 +150,9 @@ class Monitor:
         loop_address = self.executor.loop_address(variant)
         if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
             return
+        replaces = call.spec.replaces_when_at
+        if replaces and not call.args[replaces[0]] & replaces[1]:
+            return  # maps free space only: never over the page (the filter lets it run unseen)
         start, length = (call.args[i] for i in call.spec.changes_mappings_at)
         if start <= loop_address < start + length:
             raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
