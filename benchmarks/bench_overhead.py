@@ -103,10 +103,11 @@ class TracerCost:
     marginal_us: float  # same with the 0-write run subtracted on both sides, divided by the writes
 
 
-def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) -> float:
+def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL,
+          environment: dict[str, str] | None = None) -> float:
     """Wall time of one run of `command`; any failure aborts the benchmark."""
     start = time.perf_counter()
-    result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False, env=environment)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise BenchError(f"{' '.join(command)} exited with {result.returncode}: "
@@ -129,23 +130,33 @@ def timed_parallel(command: Sequence[str], copies: int) -> float:
 
 MVEE_OPTIONS: list[str] = []  # --tracing, when given to the benchmark
 TRACED_BY: set[str] = set()  # how the variants were traced, from the reports
+BASELINE: list[str] = []  # --baseline: another checkout's directory, timed in the same runs
 
 
-def mvee_command(argv: Sequence[str], report: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "mvee", "run", "-n", str(VARIANTS), *MVEE_OPTIONS]
+def mvee_command(argv: Sequence[str], report: Path | None = None, options: Sequence[str] = ()) -> list[str]:
+    command = [sys.executable, "-m", "mvee", "run", "-n", str(VARIANTS), *options]
     if report is not None:
         command += ["--report", str(report)]
     return command + ["--", *argv]
 
 
-def timed_mvee(argv: Sequence[str], report: Path) -> tuple[float, int]:
-    """Wall time of one mvee run and the number of syscalls its report counts."""
-    elapsed = timed(mvee_command(argv, report))
+def timed_mvee(argv: Sequence[str], report: Path, baseline: bool = False) -> tuple[float, int]:
+    """Wall time of one mvee run (of the baseline checkout's monitor, with its own
+    defaults) and the number of syscalls its report counts."""
+    environment = {**os.environ, "PYTHONPATH": BASELINE[0]} if baseline else None
+    elapsed = timed(mvee_command(argv, report, () if baseline else MVEE_OPTIONS), environment=environment)
     data = json.loads(report.read_text())
     if data.get("verdict") != "ok":
         raise BenchError(f"mvee verdict {data.get('verdict')!r} for {argv}: {data.get('message')}")
-    TRACED_BY.update(v.get("traced_by") or "ptrace-syscall" for v in data.get("variants", []))
+    if not baseline:
+        TRACED_BY.update(v.get("traced_by") or "ptrace-syscall" for v in data.get("variants", []))
     return elapsed, int(data.get("syscalls", 0))
+
+
+def with_baseline(results: dict[str, Any], native: Timing, baseline: Timing) -> dict[str, Any]:
+    if baseline.samples:
+        results["baseline"] = summary(baseline) | {"ratio": baseline.median / native.median}
+    return results
 
 
 def timed_c_tracer(tracer: Path, argv: Sequence[str]) -> tuple[float, int]:
@@ -318,13 +329,16 @@ def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     argv = [gzip, "-9c", str(source)]
     report = workdir / "report-gzip.json"
     native, parallel, traced = Timing("native"), Timing(f"native x{VARIANTS} at once"), Timing("mvee")
+    baseline = Timing("mvee, baseline")
     for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
         progress(f"gzip run {run + 1}/{options.runs}")
         native.samples.append(timed(argv))
         parallel.samples.append(timed_parallel(argv, VARIANTS))
         elapsed, traced.syscalls = timed_mvee(argv, report)
         traced.samples.append(elapsed)
-    return {
+        if BASELINE:
+            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
+    return with_baseline({
         "workload": f"gzip -9c {options.size_mb} MB",
         "native": summary(native),
         "mvee": summary(traced),
@@ -333,7 +347,7 @@ def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "native_parallel": summary(parallel),
         "ratio_vs_native_parallel": traced.median / parallel.median,
         "output_sha256": digest,
-    }
+    }, native, baseline)
 
 
 def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -347,19 +361,21 @@ def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # file when it writes to /dev/null).
     argv = [tar, "cf", str(archive), "-C", str(workdir), "tree"]
     report = workdir / "report-tar.json"
-    native, traced = Timing("native"), Timing("mvee")
+    native, traced, baseline = Timing("native"), Timing("mvee"), Timing("mvee, baseline")
     for run in range(options.runs):
         progress(f"tar run {run + 1}/{options.runs}")
         native.samples.append(timed(argv))
         elapsed, traced.syscalls = timed_mvee(argv, report)
         traced.samples.append(elapsed)
-    return {
+        if BASELINE:
+            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
+    return with_baseline({
         "workload": f"tar cf of {TAR_FILES} files",
         "native": summary(native),
         "mvee": summary(traced),
         "ratio": traced.median / native.median,
         "target": TAR_TARGET,
-    }
+    }, native, baseline)
 
 
 def tracer_cost(name: str, full: Timing, empty: Timing, native_full: Timing, native_empty: Timing,
@@ -387,6 +403,8 @@ def bench_syscalls(options: argparse.Namespace, workdir: Path) -> dict[str, Any]
         "python": timed_python_tracer,
         "lockstep": timed_lockstep_floor,
     }
+    if BASELINE:
+        measures["baseline"] = lambda argv: timed_mvee(argv, report, baseline=True)
     counts = (options.writes, 0)
     timings = {key: {count: Timing(key) for count in counts} for key in measures}
     for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
@@ -405,6 +423,8 @@ def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[
     names = {"mvee": f"mvee run -n {VARIANTS}",
              "lockstep": f"Python {VARIANTS}-variant lockstep loop (fair floor)",
              "python": "Python minimal loop, one process", "c": "C minimal loop, one process"}
+    if "baseline" in timings:
+        names["baseline"] = f"mvee run -n {VARIANTS}, baseline checkout"
     costs = {key: tracer_cost(name, timings[key][writes], timings[key][0], native[writes], native[0], writes)
              for key, name in names.items()}
     monitor = costs["mvee"]
@@ -416,6 +436,8 @@ def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[
         "zero_write_runs": {key: summary(by_count[0]) for key, by_count in timings.items()},
         "per_syscall": {key: asdict(cost) for key, cost in costs.items()},
         "start_and_end_s": timings["mvee"][0].median - native[0].median,
+        **({"baseline_start_and_end_s": timings["baseline"][0].median - native[0].median}
+           if "baseline" in timings else {}),
         "start_target_s": START_TARGET_S,
         "monitor_vs_lockstep_floor": monitor.marginal_us / costs["lockstep"].marginal_us,
         "monitor_vs_python_floor": monitor.marginal_us / costs["python"].marginal_us,
@@ -491,13 +513,21 @@ def render(results: dict[str, Any]) -> str:
     workloads.append([f"  vs {VARIANTS} native copies at once", f"{cpu['native_parallel']['median']:.3f}",
                       f"{cpu['mvee']['median']:.3f}", f"{cpu['ratio_vs_native_parallel']:.2f}x",
                       "(reference)", ""])
+    if "baseline" in cpu:
+        workloads.append(["  baseline checkout", f"{cpu['native']['median']:.3f}",
+                          f"{cpu['baseline']['median']:.3f}", f"{cpu['baseline']['ratio']:.2f}x", "", ""])
     workloads.append([tar["workload"], f"{tar['native']['median']:.3f}", f"{tar['mvee']['median']:.3f}",
                       f"{tar['ratio']:.1f}x", f"<= {TAR_TARGET:.0f}x", verdict(tar["ratio"], TAR_TARGET)])
+    if "baseline" in tar:
+        workloads.append(["  baseline checkout", f"{tar['native']['median']:.3f}",
+                          f"{tar['baseline']['median']:.3f}", f"{tar['baseline']['ratio']:.1f}x", "", ""])
     workloads.append([sys_["workload"], f"{sys_['native']['median']:.3f}", f"{sys_['mvee']['median']:.3f}",
                       f"{sys_['ratio']:.1f}x", "see below", ""])
     start = sys_["start_and_end_s"]
     workloads.append(["start and end (0 writes, mvee - native)", "", f"{start:.3f}", "",
                       f"<= {START_TARGET_S:.3f} s", verdict(start, START_TARGET_S)])
+    if "baseline_start_and_end_s" in sys_:
+        workloads.append(["  baseline checkout", "", f"{sys_['baseline_start_and_end_s']:.3f}", "", "", ""])
     costs = [["tracer (same write program)", "traced s", "syscalls", "us/syscall", "us/syscall marginal",
               "mvee / this"]]
     monitor = sys_["per_syscall"]["mvee"]
@@ -531,6 +561,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="pin the benchmark and everything it runs to this CPU (default: unpinned)")
     parser.add_argument("--tracing", choices=("seccomp", "ptrace-syscall"), default=None,
                         help="mvee's --tracing (default: the monitor's own default)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also time the monitor of another checkout (DIR holds its mvee/) in the same "
+                             "runs, with its own defaults: a before/after")
     options = parser.parse_args(argv)
     quick = options.quick
     options.runs = options.runs if options.runs is not None else (1 if quick else 5)
@@ -541,15 +574,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
+def byte_compile(package: Path) -> None:
+    """The monitor the runs start, byte-compiled as an installed one is."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=False,
+                   stdout=subprocess.DEVNULL)
+
+
 def run(options: argparse.Namespace) -> dict[str, Any]:
     if options.cpu is not None:
         os.sched_setaffinity(0, {options.cpu})
     if options.tracing:
         MVEE_OPTIONS[:] = ["--tracing", options.tracing]
-    import mvee  # the monitor the runs start: byte-compiled, as an installed one is
+    if options.baseline:
+        if not (options.baseline / "mvee" / "__main__.py").is_file():
+            raise BenchError(f"--baseline {options.baseline}: no mvee/ there")
+        BASELINE[:] = [str(options.baseline.resolve())]
+        byte_compile(options.baseline / "mvee")
+    import mvee
 
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(mvee.__file__).parent)], check=False,
-                   stdout=subprocess.DEVNULL)
+    byte_compile(Path(mvee.__file__).parent)
     with tempfile.TemporaryDirectory(prefix="mvee-bench-") as temporary:
         workdir = Path(temporary)
         results: dict[str, Any] = {
@@ -563,6 +606,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         results["tar"] = bench_tar(options, workdir)
     results["traced_by"] = sorted(TRACED_BY)
     results["monitor"] = str(Path(mvee.__file__).parent)
+    results["baseline"] = BASELINE[0] if BASELINE else None
     return results
 
 
