@@ -38,6 +38,8 @@ PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
 PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_SYSCALL_INFO = 0x420E
 PTRACE_PEEKSIGINFO_SHARED = 1
 
@@ -57,6 +59,7 @@ SYSCALL_INFO_EXIT = 2
 SYSCALL_INFO_SECCOMP = 3  # an entry, stopped by the seccomp filter: read as one
 
 _SIGINFO_SIZE = 128
+_SIGSET_SIZE = 8  # the kernel's sigset_t: 64 signals
 _SYSCALL_INFO = struct.Struct("<B3xIQQ")  # op, arch, instruction_pointer, stack_pointer
 _ENTRY = struct.Struct("<Q6Q")
 _EXIT = struct.Struct("<qB")
@@ -185,6 +188,18 @@ def get_siginfo(pid: int) -> bytes:
 def set_siginfo(pid: int, info: bytes) -> None:
     buffer = ctypes.create_string_buffer(info, _SIGINFO_SIZE)
     _call(PTRACE_SETSIGINFO, pid, 0, ctypes.addressof(buffer))
+
+
+def signal_mask(pid: int) -> int:
+    """A stopped tracee's blocked mask: bit N-1 is signal N."""
+    buffer = ctypes.c_uint64()
+    _call(PTRACE_GETSIGMASK, pid, _SIGSET_SIZE, ctypes.addressof(buffer))
+    return buffer.value
+
+
+def set_signal_mask(pid: int, mask: int) -> None:
+    buffer = ctypes.c_uint64(mask)
+    _call(PTRACE_SETSIGMASK, pid, _SIGSET_SIZE, ctypes.addressof(buffer))
 
 
 def pending_siginfos(pid: int, limit: int = 32) -> list[bytes]:

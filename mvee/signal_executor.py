@@ -42,6 +42,7 @@ from mvee.signals import (
     FAULT_SIGNALS,
     SI_TKILL,
     SI_USER,
+    SIGRTMIN,
     Decision,
     Deliver,
     Hold,
@@ -111,6 +112,13 @@ class SignalSeam:
     returned_from_handler: bool = False
     # The leader's timer signals sent to it and not yet seen there: (signum, siginfo).
     mirrored: list[tuple[int, bytes]] = field(default_factory=list)
+    # Standard signals it has set aside, blocked by the monitor while it runs on to its
+    # next syscall: a timer faster than the monitor then coalesces in its kernel, as a
+    # pending signal does natively, instead of stopping it at every expiry (under a
+    # slow machine's load or TCG it would make no progress at all).
+    held_back: int = 0  # mask bits (bit N-1: signal N), cleared at its next stop that can
+    interrupts: int = 0  # SIGSTOPs sent to stop it while it ran with signals held back
+    raise_when_stopped: list[int] = field(default_factory=list)  # signals to raise then
 
 
 class InjectionError(Exception):
@@ -154,6 +162,8 @@ class SignalExecutor:
             variant = self.variants[decision.variant]
             if isinstance(decision, Deliver | Release):
                 self.waiter.delivered(decision.signum)
+            if isinstance(decision, Deliver | Release):
+                self._let_through(variant)  # the handler's frame saves the program's own mask
             if isinstance(decision, Deliver):
                 if self.signals.runs_handler(decision.signum):
                     self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
@@ -168,7 +178,7 @@ class SignalExecutor:
                 variant.call = None
                 self._park(variant)
             elif isinstance(decision, Resend):
-                os.kill(variant.pid, decision.signum)
+                self._raise(variant, decision.signum)
             elif isinstance(decision, Release):
                 self._release(variant, decision.signum, decision.info)
             elif isinstance(decision, Unpark):
@@ -199,6 +209,7 @@ class SignalExecutor:
         back in the kernel, the loop injected at the first syscall. False when the
         variant was resumed here (the injection)."""
         seam = self.seams[variant.index]
+        self._let_through(variant)
         if self._in_loop_sleep(variant, stop.instruction_pointer):
             variant.run_on()  # the parked variant's own sleep
             return False
@@ -214,19 +225,25 @@ class SignalExecutor:
 
     def on_signal_stop(self, stop: SignalStop) -> None:
         variant, regs = stop.variant, stop.regs
+        seam = self.seams[variant.index]
+        if stop.signum == signal.SIGSTOP and seam.interrupts and stop.sender == os.getpid():
+            seam.interrupts -= 1  # the monitor's own: it stopped the variant, no more
+            self._let_through(variant)
+            ptrace_api.resume_to_syscall(variant.pid)
+            return
         if self.tsc.emulate(variant, regs, stop.signum, stop.si_code):  # a trapped rdtsc: resumed
-            self.seams[variant.index].returned_from_handler = False
+            seam.returned_from_handler = False
             return
         fault = stop.signum in FAULT_SIGNALS and stop.si_code > 0
         if stop.signum == signal.SIGSEGV and fault and self._at_loop_trap(
                 variant, HOST.register(regs, "ip"), after=False):
             # int 0x80 without IA-32 emulation faults: the trap all the same.
             self.carry_out(self.signals.on_loop_timeout(variant.index))
-        if self.seams[variant.index].rewound is not None:
+        if seam.rewound is not None:
             regs = self._undo_rewind(variant, regs)
         # A parked variant's sleep is the loop's, not a call of the program: undelivered,
         # the signal lets the kernel restart it.
-        interrupted = None if self.seams[variant.index].parked_regs is not None else _interrupted_call(regs)
+        interrupted = None if seam.parked_regs is not None else _interrupted_call(regs)
         info, si_code = stop.info, stop.si_code
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
@@ -237,15 +254,17 @@ class SignalExecutor:
             # merged with a new expiry: the others have their copy of it already.
         elif si_code == SI_USER and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
-        seam = self.seams[variant.index]
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
         self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
                                            after_handler, self_sent)
-        if interrupted and Suppress(variant.index) in decisions:
-            # Without the signal it re-enters the call (restart_syscall after a sleep); the
-            # code says how the call ends when the signal comes there.
-            self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
+        if Suppress(variant.index) in decisions:
+            if interrupted:
+                # Without the signal it re-enters the call (restart_syscall after a sleep); the
+                # code says how the call ends when the signal comes there.
+                self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
+            elif not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging:
+                self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
 
     def on_handler_return(self) -> None:
@@ -270,7 +289,11 @@ class SignalExecutor:
         handler sees the leader's siginfo."""
         for follower in self.variants[1:]:
             if follower.alive:
-                self.seams[follower.index].mirrored.append((signum, info))
+                queue = self.seams[follower.index].mirrored
+                # A standard signal coalesces in the follower's kernel: one instance can be
+                # pending beside the one whose stop is on its way, so two siginfos are enough.
+                if signum >= SIGRTMIN or sum(queued == signum for queued, _ in queue) < 2:
+                    queue.append((signum, info))
                 os.kill(follower.pid, signum)
 
     def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
@@ -330,6 +353,42 @@ class SignalExecutor:
             "wait_loop_iterations": self.options.wait_loop_iterations,
             "wait_loop_ms": self.options.wait_loop_ms,
         }
+
+    # --- signals held back while a variant runs on ---
+
+    def _hold_back(self, variant: Variant, signum: int) -> None:
+        """At the signal stop of a standard signal it sets aside: block it until the
+        variant's next stop where the monitor can unblock it."""
+        seam = self.seams[variant.index]
+        bit = 1 << (signum - 1)
+        if not seam.held_back & bit:
+            ptrace_api.set_signal_mask(variant.pid, ptrace_api.signal_mask(variant.pid) | bit)
+            seam.held_back |= bit
+
+    def _let_through(self, variant: Variant) -> bool:
+        """Unblock what the monitor held back and raise what waited for this; False if
+        the variant is running (its mask cannot be changed now)."""
+        seam = self.seams[variant.index]
+        if seam.held_back:
+            try:
+                mask = ptrace_api.signal_mask(variant.pid)
+            except ptrace_api.PtraceError:
+                return False
+            ptrace_api.set_signal_mask(variant.pid, mask & ~seam.held_back)
+            seam.held_back = 0
+        for signum in dict.fromkeys(seam.raise_when_stopped):
+            os.kill(variant.pid, signum)
+        seam.raise_when_stopped.clear()
+        return True
+
+    def _raise(self, variant: Variant, signum: int) -> None:
+        """Raise a set-aside signal again; in a variant running with it held back, once
+        a SIGSTOP of the monitor's has stopped it and it is unblocked."""
+        seam = self.seams[variant.index]
+        seam.raise_when_stopped.append(signum)
+        if not self._let_through(variant) and not seam.interrupts:
+            seam.interrupts += 1
+            os.kill(variant.pid, signal.SIGSTOP)
 
     # --- the wait loop ---
 

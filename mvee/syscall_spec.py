@@ -251,12 +251,18 @@ class StringArray(Arg):
 
 
 @dataclass(frozen=True)
-class InBuffer(Arg):
-    """Bytes read by the kernel; as many as argument `length` says."""
+class Sized(Arg):
+    """A kind whose size another argument, `length`, gives."""
 
     length: str
     length_at: int = field(default=-1, kw_only=True)
     references: ClassVar[tuple[str, ...]] = ("length",)
+
+
+@dataclass(frozen=True)
+class InBuffer(Sized):
+    """Bytes read by the kernel; as many as argument `length` says."""
+
     shows_length: ClassVar[bool] = True
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
@@ -267,13 +273,10 @@ _AF_UNIX, _AF_INET = 1, 2
 
 
 @dataclass(frozen=True)
-class SockAddr(Arg):
+class SockAddr(Sized):
     """A socket address of argument `length`'s length, compared without the padding that
     C code leaves uninitialised (after an AF_UNIX path's NUL, AF_INET's sin_zero)."""
 
-    length: str
-    length_at: int = field(default=-1, kw_only=True)
-    references: ClassVar[tuple[str, ...]] = ("length",)
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
         return _sockaddr_meaning(memory.read(address, args[self.length_at]))
@@ -301,15 +304,12 @@ class InStruct(Arg):
 
 
 @dataclass(frozen=True)
-class OutBuffer(Arg):
+class OutBuffer(Sized):
     """Bytes written by the kernel: the return value times `unit` bytes, at most
     argument `length` times `unit`."""
 
-    length: str
     unit: int = 1
-    length_at: int = field(default=-1, kw_only=True)
     replicates: ClassVar[bool] = True
-    references: ClassVar[tuple[str, ...]] = ("length",)
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
         if not is_error(into.result):
@@ -355,12 +355,9 @@ PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class OutPages(Arg):
+class OutPages(Sized):
     """One byte per page of the range of argument `length` bytes, written by the kernel (mincore)."""
 
-    length: str
-    length_at: int = field(default=-1, kw_only=True)
-    references: ClassVar[tuple[str, ...]] = ("length",)
     replicates: ClassVar[bool] = True
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
@@ -539,14 +536,11 @@ class FileTimes(Arg):
 
 
 @dataclass(frozen=True)
-class OutSized(Arg):
+class OutSized(Sized):
     """Bytes written by the kernel into a buffer whose size is the int at pointer argument
     `length`, which the kernel sets to the full size (a socket address, a socket option):
     the follower gets them, as many as its buffer holds, and the leader's length."""
 
-    length: str
-    length_at: int = field(default=-1, kw_only=True)
-    references: ClassVar[tuple[str, ...]] = ("length",)
     pointer_references: ClassVar[tuple[str, ...]] = ("length",)
     replicates: ClassVar[bool] = True
 

@@ -13,7 +13,7 @@ import pytest
 from mvee import waitloop
 from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
-from tests.mvee_run import MveeProcess, blocked_in, process_state, wait_until
+from tests.mvee_run import MVEE, MveeProcess, blocked_in, process_state, wait_until
 
 NON_COMPLIANT_EXIT = EXIT_STATUS[Verdict.NON_COMPLIANT]
 PYTHON = "/usr/bin/python3"  # a plain interpreter, not a shell-script shim
@@ -148,6 +148,19 @@ def test_flag_idioms_run_as_natively(abi: str, mode: str, variants: int, build_p
         result = run_mvee("-n", str(variants), "--", str(program), mode, timeout=120)
         assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
         assert result.report["signals"]["delivered"] >= 1
+
+
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_flag_check_under_a_timer_faster_than_a_signal_stop(abi: str, build_program, run_mvee) -> None:
+    """A 20 us timer, monitor and variants on one CPU: every expiry used to stop a variant
+    running on to its syscall, and it made no progress (no end in 120 s; under TCG even
+    1 kHz did). Held back while it runs on, the signal coalesces as natively."""
+    program = build_program("flags", abi)
+    native = subprocess.run([str(program), "check", "20"], capture_output=True, timeout=60)
+    pinned = ("taskset", "-c", str(min(os.sched_getaffinity(0))), *MVEE)
+    result = run_mvee("-n", "2", "--", str(program), "check", "20", entry=pinned, timeout=120)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+    assert result.report["signals"]["ways"]["at-syscall"]["delivered"] >= 50
 
 
 @pytest.mark.parametrize("variants", [2, 3])

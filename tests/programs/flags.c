@@ -1,15 +1,17 @@
 /* The C idioms of a handler that only sets a flag, under a timer.
  *
- * usage: flags spin|check
+ * usage: flags spin|check [PERIOD_US]
  *   spin   a one-shot 20 ms ITIMER_REAL; main computes `while (!flag) work();` with no
  *          syscall until the handler's flag ends the loop; prints "done spin".
- *   check  a 1 kHz ITIMER_REAL; main repeats `work(); if (flag) {...} write(...)`:
+ *   check  an ITIMER_REAL every PERIOD_US (1000: 1 kHz); main repeats
+ *          `work(); if (flag) {...} write(...)`:
  *          the flag is tested between two syscalls, 50 times; prints "done check 50".
  * The handler makes no syscall. Output and the sequence of syscalls do not depend on
  * where the ticks land. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -42,7 +44,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     int devnull = open("/dev/null", O_WRONLY);
-    struct itimerval period = {{0, 1000}, {0, 1000}};
+    long us = argc > 2 ? atol(argv[2]) : 1000;
+    struct itimerval period = {{0, us}, {0, us}};
     setitimer(ITIMER_REAL, &period, NULL);
     int seen = 0;
     for (;;) {
