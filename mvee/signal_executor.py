@@ -229,7 +229,7 @@ class SignalExecutor:
         if stop.signum == signal.SIGSTOP and seam.interrupts and stop.sender == os.getpid():
             seam.interrupts -= 1  # the monitor's own: it stopped the variant, no more
             self._let_through(variant)
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
             return
         if self.tsc.emulate(variant, regs, stop.signum, stop.si_code):  # a trapped rdtsc: resumed
             seam.returned_from_handler = False
