@@ -153,7 +153,28 @@ def timed_mvee(argv: Sequence[str], report: Path, baseline: bool = False) -> tup
     return elapsed, int(data.get("syscalls", 0))
 
 
-def with_baseline(results: dict[str, Any], native: Timing, baseline: Timing) -> dict[str, Any]:
+def timed_runs(name: str, argv: list[str], report: Path, runs: int,
+               parallel: bool = False) -> tuple[Timing, Timing, Timing, Timing]:
+    """Native, mvee, the baseline's mvee (with --baseline) and VARIANTS native copies at
+    once (`parallel`), interleaved, so drifting machine load hits all alike."""
+    native, traced = Timing("native"), Timing("mvee")
+    baseline, copies = Timing("mvee, baseline"), Timing(f"native x{VARIANTS} at once")
+    for run in range(runs):
+        progress(f"{name} run {run + 1}/{runs}")
+        native.samples.append(timed(argv))
+        if parallel:
+            copies.samples.append(timed_parallel(argv, VARIANTS))
+        elapsed, traced.syscalls = timed_mvee(argv, report)
+        traced.samples.append(elapsed)
+        if BASELINE:
+            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
+    return native, traced, baseline, copies
+
+
+def workload_result(workload: str, native: Timing, traced: Timing, baseline: Timing, target: float,
+                    **extra: Any) -> dict[str, Any]:
+    results = {"workload": workload, "native": summary(native), "mvee": summary(traced),
+               "ratio": traced.median / native.median, "target": target, **extra}
     if baseline.samples:
         results["baseline"] = summary(baseline) | {"ratio": baseline.median / native.median}
     return results
@@ -328,26 +349,10 @@ def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     digest = verify_gzip(gzip, source, workdir)
     argv = [gzip, "-9c", str(source)]
     report = workdir / "report-gzip.json"
-    native, parallel, traced = Timing("native"), Timing(f"native x{VARIANTS} at once"), Timing("mvee")
-    baseline = Timing("mvee, baseline")
-    for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
-        progress(f"gzip run {run + 1}/{options.runs}")
-        native.samples.append(timed(argv))
-        parallel.samples.append(timed_parallel(argv, VARIANTS))
-        elapsed, traced.syscalls = timed_mvee(argv, report)
-        traced.samples.append(elapsed)
-        if BASELINE:
-            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
-    return with_baseline({
-        "workload": f"gzip -9c {options.size_mb} MB",
-        "native": summary(native),
-        "mvee": summary(traced),
-        "ratio": traced.median / native.median,
-        "target": CPU_TARGET,
-        "native_parallel": summary(parallel),
-        "ratio_vs_native_parallel": traced.median / parallel.median,
-        "output_sha256": digest,
-    }, native, baseline)
+    native, traced, baseline, parallel = timed_runs("gzip", argv, report, options.runs, parallel=True)
+    return workload_result(f"gzip -9c {options.size_mb} MB", native, traced, baseline, CPU_TARGET,
+                           native_parallel=summary(parallel),
+                           ratio_vs_native_parallel=traced.median / parallel.median, output_sha256=digest)
 
 
 def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -361,21 +366,8 @@ def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # file when it writes to /dev/null).
     argv = [tar, "cf", str(archive), "-C", str(workdir), "tree"]
     report = workdir / "report-tar.json"
-    native, traced, baseline = Timing("native"), Timing("mvee"), Timing("mvee, baseline")
-    for run in range(options.runs):
-        progress(f"tar run {run + 1}/{options.runs}")
-        native.samples.append(timed(argv))
-        elapsed, traced.syscalls = timed_mvee(argv, report)
-        traced.samples.append(elapsed)
-        if BASELINE:
-            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
-    return with_baseline({
-        "workload": f"tar cf of {TAR_FILES} files",
-        "native": summary(native),
-        "mvee": summary(traced),
-        "ratio": traced.median / native.median,
-        "target": TAR_TARGET,
-    }, native, baseline)
+    native, traced, baseline, _ = timed_runs("tar", argv, report, runs=options.runs)
+    return workload_result(f"tar cf of {TAR_FILES} files", native, traced, baseline, TAR_TARGET)
 
 
 def tracer_cost(name: str, full: Timing, empty: Timing, native_full: Timing, native_empty: Timing,
