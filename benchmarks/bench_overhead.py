@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -63,6 +64,7 @@ PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 
+LAST_CPU = [0.0]  # CPU time of the last command `timed` ran
 CPU_TARGET = 1.15
 FLOOR_TARGET = 1.2  # against the two-variant floor
 START_TARGET_S = 0.050
@@ -85,10 +87,22 @@ class Timing:
     label: str
     samples: list[float] = field(default_factory=list)
     syscalls: int | None = None  # as counted by the tracer, when there is one
+    # CPU time (user + system) of the command and its descendants: what the machine's
+    # load does not inflate as much as the wall time (commands run by `timed` only).
+    cpu_samples: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_samples) if self.cpu_samples else None
+
+    def add(self, elapsed: float) -> None:
+        """A sample of a command run by `timed`, with its CPU time."""
+        self.samples.append(elapsed)
+        self.cpu_samples.append(LAST_CPU[0])
 
 
 @dataclass
@@ -105,10 +119,14 @@ class TracerCost:
 
 def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL,
           environment: dict[str, str] | None = None) -> float:
-    """Wall time of one run of `command`; any failure aborts the benchmark."""
+    """Wall time of one run of `command` (its CPU time in LAST_CPU); any failure aborts
+    the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False, env=environment)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if result.returncode != 0:
         raise BenchError(f"{' '.join(command)} exited with {result.returncode}: "
                          f"{result.stderr.decode(errors='replace').strip()[-500:]}")
@@ -161,13 +179,13 @@ def timed_runs(name: str, argv: list[str], report: Path, runs: int,
     baseline, copies = Timing("mvee, baseline"), Timing(f"native x{VARIANTS} at once")
     for run in range(runs):
         progress(f"{name} run {run + 1}/{runs}")
-        native.samples.append(timed(argv))
+        native.add(timed(argv))
         if parallel:
             copies.samples.append(timed_parallel(argv, VARIANTS))
         elapsed, traced.syscalls = timed_mvee(argv, report)
-        traced.samples.append(elapsed)
+        traced.add(elapsed)
         if BASELINE:
-            baseline.samples.append(timed_mvee(argv, report, baseline=True)[0])
+            baseline.add(timed_mvee(argv, report, baseline=True)[0])
     return native, traced, baseline, copies
 
 
@@ -405,7 +423,10 @@ def bench_syscalls(options: argparse.Namespace, workdir: Path) -> dict[str, Any]
             argv = [str(program), str(count)]
             for key, measure in measures.items():
                 elapsed, syscalls = measure(argv)
-                timings[key][count].samples.append(elapsed)
+                if key in ("native", "mvee", "baseline"):  # run by `timed`
+                    timings[key][count].add(elapsed)
+                else:
+                    timings[key][count].samples.append(elapsed)
                 timings[key][count].syscalls = syscalls
     return syscall_results(timings, options.writes)
 
@@ -422,6 +443,9 @@ def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[
     monitor = costs["mvee"]
     return {
         "workload": f"{writes} writes",
+        "writes": writes,
+        "cpu_by_count": {str(count): {key: timings[key][count].cpu_median for key in timings
+                                      if key in ("native", "mvee", "baseline")} for count in (writes, 0)},
         "native": summary(native[writes]),
         "mvee": summary(timings["mvee"][writes]),
         "ratio": timings["mvee"][writes].median / native[writes].median,
@@ -441,7 +465,7 @@ def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[
 
 
 def summary(timing: Timing) -> dict[str, Any]:
-    return asdict(timing) | {"median": timing.median}
+    return asdict(timing) | {"median": timing.median, "cpu_median": timing.cpu_median}
 
 
 # --- output ---
@@ -527,6 +551,14 @@ def render(results: dict[str, Any]) -> str:
         costs.append([cost["tracer"], f"{cost['traced_s']:.3f}", str(cost["syscalls"]),
                       f"{cost['whole_run_us']:.1f}", f"{cost['marginal_us']:.1f}",
                       f"{monitor['marginal_us'] / cost['marginal_us']:.2f}x"])
+    cpu_rows = [["CPU time (command and its variants)", "native s", "mvee s", "baseline s"]]
+    for result in (cpu, tar):
+        cpu_rows.append([result["workload"], *(f"{result[key]['cpu_median']:.3f}" if key in result else ""
+                                               for key in ("native", "mvee", "baseline"))])
+    for count, label in ((sys_["writes"], sys_["workload"]), (0, "0 writes")):
+        runs = sys_["cpu_by_count"][str(count)]
+        cpu_rows.append([label, *(f"{runs[key]:.3f}" if key in runs else ""
+                                  for key in ("native", "mvee", "baseline"))])
     ratio = sys_["monitor_vs_lockstep_floor"]
     floor_line = (f"monitor vs two-variant floor (marginal): {ratio:.2f}x, target <= {FLOOR_TARGET:.1f}x: "
                   f"{verdict(ratio, FLOOR_TARGET)}; vs one-process Python floor: "
@@ -535,7 +567,7 @@ def render(results: dict[str, Any]) -> str:
     header = (f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
               f"Python {machine['python']}, load {machine['load_before']}, median of {results['runs']} "
               f"runs; variants traced by {', '.join(results['traced_by']) or '?'}")
-    return "\n\n".join([header, table(workloads), table(costs), floor_line])
+    return "\n\n".join([header, table(workloads), table(costs), floor_line, table(cpu_rows)])
 
 
 def progress(message: str) -> None:
