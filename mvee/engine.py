@@ -148,6 +148,20 @@ def replicate_outputs(leader: Call, leader_memory: Memory, follower: Call, follo
             kind.replicate(source, target, into)
 
 
+def leader_only_outputs(leader: Call, leader_memory: Memory, result: int) -> str | None:
+    """What the leader's call made that the others cannot be given (a received file
+    descriptor), or None."""
+    if not (leader.spec and leader.spec.replicates):
+        return None
+    for position, kind in enumerate(leader.kinds):
+        address = leader.args[position]
+        if kind is not None and kind.replicates and address != 0:
+            phrase = kind.leader_only(address, result, leader.abi, leader_memory)
+            if phrase:
+                return phrase
+    return None
+
+
 def pid_arguments(call: Call) -> list[int]:
     """Positions of the arguments that name processes."""
     return [i for i, kind in enumerate(call.kinds) if isinstance(kind, Pid)] if call.spec and \

@@ -86,6 +86,9 @@ class PolicyExecutor:
         for follower in skipped:
             ptrace_api.skip_syscall(follower.pid)
         result = self._run_leader(call)
+        unshared = engine.leader_only_outputs(call, self.leader.memory, result)
+        if unshared:  # the fd tables would differ from here on
+            raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
         for follower in self.followers:
             self._give_result(follower, call, result, skipped=follower in skipped)
             assert follower.call is not None

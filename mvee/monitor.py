@@ -110,7 +110,7 @@ class Monitor:
                 raise Alarm(Verdict.ERROR, "internal error: every variant is stopped, none at a syscall")
             event = self.waiter.next(deadline=self.signals.next_deadline())
             if event is None:
-                self.executor.carry_out(self.signals.on_deadline(time.monotonic()))
+                self.executor.on_deadline(time.monotonic())
                 continue
             if isinstance(event, SyscallEntry):
                 self._on_entry(event)

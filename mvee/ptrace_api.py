@@ -248,6 +248,27 @@ def signal_pending(pid: int, signum: int) -> bool:
         return False
 
 
+def cpu_time(pid: int) -> float | None:
+    """Seconds a task has run on a CPU (/proc/PID/schedstat); None if not known."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stopped_by_signal(pid: int) -> int | None:
+    """The signal of a signal-delivery-stop the tracee is in and nobody has waited for
+    yet (the kernel dequeued it already), without consuming the stop; else None."""
+    try:
+        found = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG | os.WNOWAIT | WALL)
+    except ChildProcessError:
+        return None
+    if found is None or found.si_code != os.CLD_TRAPPED or found.si_status & 0x80:
+        return None  # running, or a syscall stop (SIGTRAP | 0x80)
+    return found.si_status
+
+
 class Memory:
     """A stopped tracee's address space through /proc/PID/mem.
 

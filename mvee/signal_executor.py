@@ -117,6 +117,7 @@ class SignalSeam:
     # pending signal does natively, instead of stopping it at every expiry (under a
     # slow machine's load or TCG it would make no progress at all).
     held_back: int = 0  # mask bits (bit N-1: signal N), cleared at its next stop that can
+    cpu_at_hold: float | None = None  # its CPU time when it began running on, signals held back
     interrupts: int = 0  # SIGSTOPs sent to stop it while it ran with signals held back
     raise_when_stopped: list[int] = field(default_factory=list)  # signals to raise then
 
@@ -248,10 +249,10 @@ class SignalExecutor:
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
-            elif not self.signals.takes_resent(0, stop.signum):
+            elif not self.signals.merges_with_pending(0, stop.signum):
                 self._mirror_to_followers(stop.signum, info)
-            # else the instance the monitor raised again in the leader, which the kernel
-            # merged with a new expiry: the others have their copy of it already.
+            # else the instance the monitor raised again in the leader, or a new expiry
+            # merged with the one it has set aside: the others have their copy already.
         elif si_code == SI_USER and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
@@ -363,6 +364,8 @@ class SignalExecutor:
         bit = 1 << (signum - 1)
         if not seam.held_back & bit:
             ptrace_api.set_signal_mask(variant.pid, ptrace_api.signal_mask(variant.pid) | bit)
+            if not seam.held_back:
+                seam.cpu_at_hold = ptrace_api.cpu_time(variant.pid)
             seam.held_back |= bit
 
     def _let_through(self, variant: Variant) -> bool:
@@ -375,15 +378,30 @@ class SignalExecutor:
             except ptrace_api.PtraceError:
                 return False
             ptrace_api.set_signal_mask(variant.pid, mask & ~seam.held_back)
-            seam.held_back = 0
+            seam.held_back, seam.cpu_at_hold = 0, None
         for signum in dict.fromkeys(seam.raise_when_stopped):
             os.kill(variant.pid, signum)
         seam.raise_when_stopped.clear()
         return True
 
+    def on_deadline(self, now: float) -> None:
+        """The converge deadline. A variant still running on to a syscall that has not had
+        the CPU for that long (a loaded machine; a TCG guest's slow stops) gets what it is
+        owed first: the bound is for code that makes no syscall, not for a starved one."""
+        owed = 0.0
+        for variant, seam in zip(self.variants, self.seams, strict=True):
+            ran = ptrace_api.cpu_time(variant.pid) if seam.held_back and variant.alive else None
+            if ran is not None and seam.cpu_at_hold is not None:
+                owed = max(owed, self.options.converge_ms / 1000 - (ran - seam.cpu_at_hold))
+        if owed > 0 and self.signals.postpone(now + owed):
+            return
+        self.carry_out(self.signals.on_deadline(now))
+
     def _raise(self, variant: Variant, signum: int) -> None:
         """Raise a set-aside signal again; in a variant running with it held back, once
         a SIGSTOP of the monitor's has stopped it and it is unblocked."""
+        if ptrace_api.stopped_by_signal(variant.pid) == signum:
+            return  # its kernel dequeued an instance already: that stop is the one raised
         seam = self.seams[variant.index]
         seam.raise_when_stopped.append(signum)
         if not self._let_through(variant) and not seam.interrupts:

@@ -252,6 +252,7 @@ class SignalCoordinator:
         self.deferred: set[int] = set()  # set aside at a handler's return
         self.deadline: float | None = None  # when converging and deferred signals are raised again
         self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
+        self.armed_at = 0.0  # when the deadline was armed
         self.last_rendezvous = 0.0  # of the program's own code, not inside a handler
         self.handlers_running = 0  # deliveries whose handler has not returned (rt_sigreturn)
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
@@ -275,10 +276,11 @@ class SignalCoordinator:
     def delivered_at_once(self, signum: int, fault: bool) -> bool:
         return fault or self.dispositions.get(signum, Disposition.DEFAULT) is not Disposition.HANDLER
 
-    def takes_resent(self, index: int, signum: int) -> bool:
-        """A stop with `signum` is the instance raised again in this variant (it has one
-        set aside and was sent it again), whatever siginfo the kernel merged into it."""
-        return index in self.resent and self.variants[index].has_pending(signum)
+    def merges_with_pending(self, index: int, signum: int) -> bool:
+        """A stop with `signum` adds nothing to what this variant has set aside: it is the
+        instance raised again in it, whatever siginfo the kernel merged into it, or a new
+        instance of a standard signal it has pending (they coalesce, as in its kernel)."""
+        return self.variants[index].has_pending(signum) and (index in self.resent or signum < SIGRTMIN)
 
     def runs_handler(self, signum: int) -> bool:
         return self.dispositions.get(signum) is Disposition.HANDLER
@@ -479,8 +481,21 @@ class SignalCoordinator:
         self._arm(now)
         return self._set_aside(holders, signum, now)
 
+    def postpone(self, until: float) -> bool:
+        """The holders running on could not run for the time they were given (a loaded
+        machine, TCG): the converge deadline moves to `until`, no further than the wait
+        loop's time after it was armed. False if it cannot move."""
+        if self.deadline is None or self.deadline_at_syscall:
+            return False
+        moved = min(until, self.armed_at + self.give_up_after)
+        if moved <= self.deadline:
+            return False
+        self.deadline = moved
+        return True
+
     def _arm(self, now: float) -> None:
         if self.deadline is None:
+            self.armed_at = now
             waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
             self.deadline = now + (self.give_up_after if waiting else self.converge_after)
             self.deadline_at_syscall = waiting

@@ -155,6 +155,11 @@ class Arg:
     def replicate(self, source: int, target: int, into: Replication) -> None:
         """Copy what the leader's kernel wrote at `source` to the follower's `target`."""
 
+    def leader_only(self, address: int, result: int, abi: Abi, memory: Memory) -> str | None:
+        """What the leader's kernel made through this argument that the others cannot be
+        given (a received file descriptor), said in a phrase; None when all can."""
+        return None
+
 
 @dataclass(frozen=True)
 class Int(Arg):
@@ -555,10 +560,11 @@ class OutSized(Sized):
 
 @dataclass(frozen=True)
 class EpollEvent(Arg):
-    """epoll_ctl's event: its events are compared. Its data is the program's cookie (often
-    a pointer) that epoll_wait hands back: for an ADD or a MOD (argument `op`), each
-    follower's is remembered against the leader's, so that the events the leader waits
-    for reach each follower with its own (EpollEvents)."""
+    """epoll_ctl's event: its events are compared for an ADD or a MOD (argument `op`); a
+    DEL ignores the event (CPython passes an uninitialised one). Its data is the
+    program's cookie (often a pointer) that epoll_wait hands back: for an ADD or a MOD,
+    each follower's is remembered against the leader's, so that the events the leader
+    waits for reach each follower with its own (EpollEvents)."""
 
     epfd: str
     op: str
@@ -569,7 +575,7 @@ class EpollEvent(Arg):
     registers: ClassVar[tuple[int, ...]] = (1, 3)  # EPOLL_CTL_ADD, EPOLL_CTL_MOD
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        return memory.read(address, _INT)
+        return memory.read(address, _INT) if args[self.op_at] in self.registers else "ignored"
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
         if into.result == 0 and into.leader_args[self.op_at] in self.registers:
@@ -578,10 +584,20 @@ class EpollEvent(Arg):
                 int.from_bytes(into.follower.read(target + _INT, 8), "little")
 
 
+def _cookie_elsewhere(cookies: Cookies, data: int) -> int:
+    """The follower's cookie for this leader data under any epoll fd, if they agree."""
+    found = {own for (_, leader_data), own in cookies.items() if leader_data == data}
+    return found.pop() if len(found) == 1 else data
+
+
 @dataclass(frozen=True)
 class EpollEvents(Arg):
     """epoll_wait's ready list: the return value's epoll_events, each data turned into the
-    follower's own cookie for that file descriptor (see EpollEvent)."""
+    follower's own cookie for that file descriptor (see EpollEvent). An epoll instance
+    reached through a dup of the fd it was set up with (or the other way round) has no
+    cookie under this fd: the one remembered under another fd for the same leader data
+    is taken when they all agree. A wrong cookie could only mislead that follower, whose
+    next calls would then differ: a false alarm, never a hidden one."""
 
     struct: ClassVar[str] = "epoll_event"
     epfd: str
@@ -598,7 +614,7 @@ class EpollEvents(Arg):
         events = []
         for start in range(0, len(raw), size):
             data = int.from_bytes(raw[start + _INT:start + size], "little")
-            data = into.cookies.get((epfd, data), data)
+            data = into.cookies.get((epfd, data), _cookie_elsewhere(into.cookies, data))
             events.append(raw[start:start + _INT] + data.to_bytes(8, "little"))
         into.follower.write(target, b"".join(events))
 
@@ -613,46 +629,155 @@ def _msghdr(address: int, abi: Abi, memory: Memory) -> tuple[int, ...]:
     return abi.unpack_words(memory.read(address, _MSGHDR_WORDS * abi.word_size))
 
 
+def _control_messages(raw: bytes, abi: Abi) -> list[tuple[int, int, bytes]]:
+    """The control messages in a msghdr's control bytes: (level, type, data) each. A
+    cmsghdr is a word of length, an int level and an int type, then the data; the next
+    one starts at the length rounded up to a word (the padding is the program's own)."""
+    header = abi.word_size + 2 * _INT
+    found, at = [], 0
+    while at + header <= len(raw):
+        length = abi.unpack_words(raw[at:at + abi.word_size])[0]
+        if length < header:
+            break
+        level, kind = _int(raw[at + abi.word_size:]), _int(raw[at + abi.word_size + _INT:])
+        found.append((level, kind, raw[at + header:at + length]))
+        at += -(-length // abi.word_size) * abi.word_size
+    return found
+
+
+def _message_sent(address: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+    name, namelen, iov, iovlen, control, controllen, flags = _msghdr(address, abi, memory)
+    return (_sockaddr_meaning(memory.read(name, namelen & 0xFFFFFFFF)) if name else NULL,
+            _gather(iov, iovlen, abi, memory),
+            _control_messages(memory.read(control, min(controllen, 1 << 16)), abi) if control else NULL,
+            flags & 0xFFFFFFFF)
+
+
+def _room_asked(address: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+    name, namelen, iov, iovlen, control, controllen, _ = _msghdr(address, abi, memory)
+    return (namelen & 0xFFFFFFFF if name else NULL,
+            tuple(length for _, length in _read_iovecs(iov, iovlen, abi, memory)),
+            controllen if control else NULL)
+
+
+def _replicate_message(source: int, target: int, received: int, into: Replication) -> None:
+    """One received message (`received` data bytes) from the leader's msghdr into the
+    follower's own buffers: address, data, control messages, their lengths, the flags."""
+    abi, word = into.abi, into.abi.word_size
+    leader, follower = _msghdr(source, abi, into.leader), _msghdr(target, abi, into.follower)
+    if leader[0] and follower[0]:
+        into.copy(leader[0], follower[0], min(leader[_NAMELEN], follower[_NAMELEN]) & 0xFFFFFFFF)
+    _scatter(_gather(leader[2], leader[3], abi, into.leader, received), follower[2], follower[3], abi,
+             into.follower)
+    if leader[4] and follower[4]:
+        into.copy(leader[4], follower[4], min(leader[_CONTROLLEN], follower[_CONTROLLEN]))
+    for field_at in (_NAMELEN, _CONTROLLEN, _MSG_FLAGS):
+        into.copy(source + field_at * word, target + field_at * word, word)
+
+
+SOL_SOCKET = SCM_RIGHTS = 1
+
+
+def _received_fds(address: int, abi: Abi, memory: Memory) -> int:
+    """How many file descriptors the kernel put into a received msghdr's control messages."""
+    control, controllen = (_msghdr(address, abi, memory)[i] for i in (4, _CONTROLLEN))
+    raw = memory.read(control, min(controllen, 1 << 16)) if control else b""
+    return sum(len(data) // _INT for level, kind, data in _control_messages(raw, abi)
+               if (level, kind) == (SOL_SOCKET, SCM_RIGHTS))
+
+
+def _fds_phrase(count: int) -> str | None:
+    return (f"received {count} file descriptor{'s' if count > 1 else ''} (SCM_RIGHTS), which "
+            "exist in the leader only: passing descriptors is not supported yet") if count else None
+
+
 @dataclass(frozen=True)
 class MsgIn(Arg):
     """sendmsg's msghdr: what is sent is compared: the address, the data (the iovecs
-    concatenated), the control messages and the flags."""
+    concatenated), the control messages (without their alignment padding) and the flags."""
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        name, namelen, iov, iovlen, control, controllen, flags = _msghdr(address, abi, memory)
-        return (_sockaddr_meaning(memory.read(name, namelen & 0xFFFFFFFF)) if name else NULL,
-                _gather(iov, iovlen, abi, memory),
-                memory.read(control, min(controllen, MAX_COMPARED_BYTES)) if control else NULL,
-                flags & 0xFFFFFFFF)
+        return _message_sent(address, abi, memory)
 
 
 @dataclass(frozen=True)
 class MsgOut(Arg):
     """recvmsg's msghdr: the room asked for is compared (address, each iovec, control);
     each follower gets, in its own buffers, the leader's address, data (the return
-    value's bytes), control messages, their lengths and the flags."""
+    value's bytes), control messages, their lengths and the flags. Received file
+    descriptors exist in the leader only: the run stops there (`leader_only`)."""
 
     replicates: ClassVar[bool] = True
 
     def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
-        name, namelen, iov, iovlen, control, controllen, _ = _msghdr(address, abi, memory)
-        return (namelen & 0xFFFFFFFF if name else NULL,
-                tuple(length for _, length in _read_iovecs(iov, iovlen, abi, memory)),
-                controllen if control else NULL)
+        return _room_asked(address, abi, memory)
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
-        if is_error(into.result):
-            return
-        abi, word = into.abi, into.abi.word_size
-        leader, follower = _msghdr(source, abi, into.leader), _msghdr(target, abi, into.follower)
-        if leader[0] and follower[0]:
-            into.copy(leader[0], follower[0], min(leader[_NAMELEN], follower[_NAMELEN]) & 0xFFFFFFFF)
-        _scatter(_gather(leader[2], leader[3], abi, into.leader, into.result),
-                 follower[2], follower[3], abi, into.follower)
-        if leader[4] and follower[4]:
-            into.copy(leader[4], follower[4], min(leader[_CONTROLLEN], follower[_CONTROLLEN]))
-        for field_at in (_NAMELEN, _CONTROLLEN, _MSG_FLAGS):
-            into.copy(source + field_at * word, target + field_at * word, word)
+        if not is_error(into.result):
+            _replicate_message(source, target, into.result, into)
+
+    def leader_only(self, address: int, result: int, abi: Abi, memory: Memory) -> str | None:
+        return None if is_error(result) else _fds_phrase(_received_fds(address, abi, memory))
+
+
+# struct mmsghdr: a msghdr, then the unsigned int msg_len the kernel sets.
+_MSG_LEN_WORD = _MSGHDR_WORDS
+
+
+@dataclass(frozen=True)
+class MmsgIn(Arg):
+    """sendmmsg's mmsghdr array of argument `count` entries: each message compared as
+    sendmsg's; the msg_len the kernel set in each sent one (the return value's count)
+    reaches the followers."""
+
+    count: str
+    count_at: int = field(default=-1, kw_only=True)
+    struct: ClassVar[str] = "mmsghdr"
+    references: ClassVar[tuple[str, ...]] = ("count",)
+    replicates: ClassVar[bool] = True
+
+    def entries(self, address: int, count: int, abi: Abi) -> list[int]:
+        """The addresses of the array's first `count` entries (at most 1024, as the kernel)."""
+        return [address + i * abi.struct_sizes[self.struct] for i in range(min(max(count, 0), 1024))]
+
+    @staticmethod
+    def compared(entry: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+        """What is compared of one entry: the message sent."""
+        return _message_sent(entry, abi, memory)
+
+    def read_target(self, address: int, args: tuple[int, ...], abi: Abi, memory: Memory) -> object:
+        entries = self.entries(address, args[self.count_at], abi)
+        return tuple(self.compared(entry, abi, memory) for entry in entries)
+
+    def replicate(self, source: int, target: int, into: Replication) -> None:
+        at = _MSG_LEN_WORD * into.abi.word_size
+        for leader, follower in zip(self.entries(source, into.result, into.abi),
+                                    self.entries(target, into.result, into.abi), strict=True):
+            self.replicate_entry(leader, follower, into)
+            into.copy(leader + at, follower + at, _INT)
+
+    def replicate_entry(self, source: int, target: int, into: Replication) -> None:
+        """What else one sent or received entry carries into the follower (besides msg_len)."""
+
+
+@dataclass(frozen=True)
+class MmsgOut(MmsgIn):
+    """recvmmsg's mmsghdr array: the room each entry asks for is compared; each received
+    message (the return value's count) reaches the followers as recvmsg's does, with its
+    msg_len."""
+
+    @staticmethod
+    def compared(entry: int, abi: Abi, memory: Memory) -> tuple[object, ...]:
+        """What is compared of one entry: the room it asks for."""
+        return _room_asked(entry, abi, memory)
+
+    def replicate_entry(self, source: int, target: int, into: Replication) -> None:
+        received = _int(into.leader.read(source + _MSG_LEN_WORD * into.abi.word_size, _INT))
+        _replicate_message(source, target, received, into)
+
+    def leader_only(self, address: int, result: int, abi: Abi, memory: Memory) -> str | None:
+        entries = self.entries(address, result, abi)
+        return _fds_phrase(sum(_received_fds(entry, abi, memory) for entry in entries))
 
 
 @dataclass(frozen=True)
@@ -757,6 +882,9 @@ class Syscall:
     closes: str | None = None
     # (length, flags): the call draws random bytes (mkstemp's retry, mvee.temp_names).
     draws_random: tuple[str, str] | None = None
+    # The call creates a new name at this path argument and fails if anything exists
+    # there (mkdir): like an O_CREAT|O_EXCL open, it may carry a layout-made name.
+    creates_new: str | None = None
 
     # Derived once, when the row is built (the engine reads them at every syscall).
     local_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
@@ -770,6 +898,7 @@ class Syscall:
     opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
     local_on_own_fd_at: int | None = field(init=False, repr=False, compare=False)
     closes_at: int | None = field(init=False, repr=False, compare=False)
+    creates_new_at: int | None = field(init=False, repr=False, compare=False)
     draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
@@ -807,7 +936,7 @@ class Syscall:
                                                   position(flags)))
         else:
             object.__setattr__(self, "opens_at", None)
-        for attribute in ("local_on_own_fd", "closes"):
+        for attribute in ("local_on_own_fd", "closes", "creates_new"):
             name = getattr(self, attribute)
             object.__setattr__(self, f"{attribute}_at", position(name) if name else None)
         kinds = [kind for arg in args for kind in arg.kinds()]

@@ -1,4 +1,5 @@
-"""Names made from the layout: temporary files created with O_CREAT|O_EXCL.
+"""Names made from the layout: temporary files created with O_CREAT|O_EXCL, and
+temporary directories (mkdtemp: mkdir, which never takes an existing name).
 
 mkstemp draws its first name from a stack address (ASLR) and the clock, so the
 variants of `mktemp`, `sed -i`, `sort -T`, `patch` create different names. At an
@@ -112,9 +113,12 @@ class TempNames:
 
     @staticmethod
     def _creates_exclusively(call: Call) -> bool:
+        """An O_CREAT|O_EXCL open, or a call that always creates a new name (mkdir)."""
         spec = call.spec
-        return (spec is not None and spec.opens_at is not None
-                and call.args[spec.opens_at[2]] & EXCLUSIVE_CREATE == EXCLUSIVE_CREATE)
+        if spec is None:
+            return False
+        return spec.creates_new_at is not None or (
+            spec.opens_at is not None and call.args[spec.opens_at[2]] & EXCLUSIVE_CREATE == EXCLUSIVE_CREATE)
 
     @staticmethod
     def _rename(variant: Variant, call: Call, position: int, name: bytes) -> None:

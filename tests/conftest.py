@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import mvee_run
+from tests import corpus_run, mvee_run
 from tests.mvee_run import MveeResult
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -42,3 +42,21 @@ def run_mvee(tmp_path: Path) -> Callable[..., MveeResult]:
         return mvee_run.run_mvee("run", *arguments, report=tmp_path / "report.json", **options)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The corpus's summary line (tests/test_corpus.py), from every worker's reports."""
+    outcomes, refused = [], {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            properties = dict(getattr(report, "user_properties", ()))
+            if getattr(report, "when", None) == "call" and "corpus" in properties:
+                outcomes.append(properties["corpus"])
+                if "corpus-refused" in properties:
+                    name = report.nodeid.split("[")[-1].rstrip("]")
+                    refused.setdefault(properties["corpus-refused"], []).append(name)
+    if outcomes:
+        terminalreporter.write_sep("-", "corpus")
+        for reason, names in sorted(refused.items(), key=lambda item: -len(item[1])):
+            terminalreporter.write_line(f"refused ({len(names)}): {reason}: {' '.join(sorted(names))}")
+        terminalreporter.write_line(f"corpus: {corpus_run.summary(outcomes)}")

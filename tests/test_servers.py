@@ -250,3 +250,28 @@ def test_sqlite3_writes_a_database_as_natively(variants: int, tmp_path: Path, ru
     dump = subprocess.run([PYTHON, "-c", DUMP, str(tmp_path / "monitored.db")], capture_output=True,
                           text=True)
     assert "row 499" in dump.stdout
+
+
+# --- messages in batches, passed descriptors, epoll through dups (tests/programs/messages.c) ---
+
+@pytest.mark.parametrize("variants", [2, 3])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+@pytest.mark.parametrize("mode", ["mmsg", "epoll-dup"])
+def test_message_batches_and_epoll_dups_match_native(mode: str, abi: str, variants: int, build_program,
+                                                     run_mvee) -> None:
+    program = str(build_program("messages", abi))
+    native = subprocess.run([program, mode], capture_output=True, timeout=60)
+    assert native.returncode == 0, native.stderr
+    assert b"cookie is ours 0" not in native.stdout and b"= -1" not in native.stdout.split(b"empty")[0]
+    result = run_mvee("-n", str(variants), "--", program, mode)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+
+
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_a_received_descriptor_is_refused_clearly(abi: str, build_program, run_mvee) -> None:
+    program = str(build_program("messages", abi))
+    assert subprocess.run([program, "rights"], capture_output=True).stdout.endswith(b"the same file 1\n")
+    result = run_mvee("-n", "2", "--", program, "rights")
+    assert result.returncode == 122, result.stderr
+    assert result.report["message"].startswith("recvmsg received 1 file descriptor (SCM_RIGHTS)")
+    assert result.stdout == b"socketpair = 0\nsendmsg = 1\n"  # the sent message compared alike

@@ -352,14 +352,39 @@ def test_converge_while_computing_follows_rules_4_to_7_until_a_variant_waits_at_
     assert machine.converging == {ALRM} and machine.next_deadline() == pytest.approx(2.01)
 
 
-def test_a_stop_with_a_signal_raised_again_is_that_instance() -> None:
+def test_a_stop_with_a_signal_set_aside_adds_nothing_to_it() -> None:
     """The leader's timer signals are mirrored into the others at each of its stops, but
-    not the one the monitor raised again: the kernel may merge a new expiry into it,
-    and the others already have their copy (a second one made them handle one more)."""
+    not one that merges with what it has set aside: the instance the monitor raised
+    again (the kernel may merge a new expiry into it), or a new expiry of a standard
+    signal it has pending. The others already have their copy (a second one made them
+    handle one more, and the leader, its timer disarmed, waited for one in vain)."""
     machine = coordinator(2, policy="converge")
     machine.on_syscall_entry(1, 0.0)
+    assert not machine.merges_with_pending(0, ALRM)  # nothing set aside: a new signal
     machine.on_signal(0, ALRM, info(0), 0.0)
-    assert not machine.takes_resent(0, ALRM)  # set aside, not raised again yet
+    assert machine.merges_with_pending(0, ALRM)  # set aside: a new expiry coalesces
     assert machine.on_syscall_entry(0, 0.01) == [Resend(0, ALRM), Proceed(0)]
-    assert machine.takes_resent(0, ALRM)
-    assert not machine.takes_resent(1, ALRM) and not machine.takes_resent(0, USR1)
+    assert machine.merges_with_pending(0, ALRM)
+    assert not machine.merges_with_pending(1, ALRM) and not machine.merges_with_pending(0, USR1)
+    rt = signal.SIGRTMIN + 1  # real-time instances queue: each is one more
+    machine.on_signal(0, rt, info(0), 0.02)
+    assert not machine.merges_with_pending(0, rt)
+
+
+def test_a_starved_holder_gets_its_converge_time_no_longer_than_the_wait_loop() -> None:
+    """Holders running on that did not get the CPU (a loaded machine, TCG) have their
+    deadline postponed by the executor, up to the wait loop's time after it was armed;
+    a deadline counting from a variant waiting at a syscall does not move."""
+    machine = coordinator(2, policy="converge", converge_after=0.05)
+    assert machine.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    assert machine.next_deadline() == pytest.approx(0.05)
+    assert machine.postpone(0.2) and machine.next_deadline() == pytest.approx(0.2)
+    assert not machine.postpone(0.1)  # never earlier
+    assert machine.postpone(99.0) and machine.next_deadline() == pytest.approx(1.0)  # armed + 1 s
+    assert machine.on_deadline(0.5) == []  # not due yet
+    assert machine.on_deadline(1.0) == [Resend(0, ALRM)]  # then the fallback, as before
+    waiting = coordinator(2, policy="converge", converge_after=0.05)
+    waiting.on_syscall_entry(1, 0.0)
+    assert waiting.on_signal(0, ALRM, info(0), 0.0) == [Suppress(0)]
+    deadline = waiting.next_deadline()
+    assert deadline is not None and not waiting.postpone(5.0) and waiting.next_deadline() == deadline

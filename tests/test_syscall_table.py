@@ -7,6 +7,7 @@ kind of mistake it looks for is shown to be found in a broken row.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -156,10 +157,10 @@ def test_the_table_has_no_problems() -> None:
 def test_each_abi_looks_up_exactly_the_rows_that_claim_it() -> None:
     for abi in ALL_ABIS:
         assert sorted(BY_ABI[abi]) == sorted(row.name for row in TABLE if abi in row.abis)
-    # 38 rows are i386's own (64-bit variants of calls, old multiplexers ...); newfstatat
+    # 39 rows are i386's own (64-bit variants of calls, old multiplexers ...); newfstatat
     # is x86_64's, and so are "mmap" and "select" (i386's are old calls of one pointer to
     # the arguments) and "accept" (i386 has accept4, or socketcall's accept).
-    assert sum(row.abis == ("i386",) for row in TABLE) == 38
+    assert sum(row.abis == ("i386",) for row in TABLE) == 39
     assert sorted(row.name for row in TABLE if row.abis == ("x86_64",)) == [
         "accept", "mmap", "newfstatat", "select"]
     old_mmap = engine.decode(I386, I386.syscall_numbers["mmap"], (0x1000,) + (0,) * 5, None)
@@ -407,6 +408,57 @@ def test_each_follower_gets_its_own_epoll_cookie(abi) -> None:
     assert follower.read(0x400, 24) == _epoll_event(4, 0xBBBB0000) + _epoll_event(1, 0x42)
 
 
+def test_an_epoll_ctl_del_ignores_its_event() -> None:
+    def ctl(op: int, events: int) -> tuple:
+        memory = FakeMemory({0x100: _epoll_event(events, 0)})
+        return _decode(X86_64, "epoll_ctl", (5, op, 7, 0x100), memory).values
+
+    assert ctl(2, 0x1234) == ctl(2, 0x5678)  # EPOLL_CTL_DEL: CPython leaves the event uninitialised
+    assert ctl(1, 1) != ctl(1, 4)  # an ADD's events are compared
+
+
+def test_an_epoll_instance_waited_on_through_a_dup_gives_the_cookie_set_through_another_fd() -> None:
+    abi = X86_64
+    leader = FakeMemory({0x300: _epoll_event(1, 0xAAAA0000)})
+    follower = FakeMemory({0x400: bytes(12)})
+    cookies = {(5, 0xAAAA0000): 0xBBBB0000, (5, 0x1234): 0x5678}
+    wait = [_decode(abi, "epoll_wait", (9, address, 1, 0), memory)  # 9: a dup of 5
+            for address, memory in ((0x300, leader), (0x400, follower))]
+    engine.replicate_outputs(wait[0], leader, wait[1], follower, 1, cookies)
+    assert follower.read(0x400, 12) == _epoll_event(1, 0xBBBB0000)
+    cookies[(6, 0xAAAA0000)] = 0xCCCC0000  # another instance, another cookie: no guess
+    engine.replicate_outputs(wait[0], leader, wait[1], follower, 1, cookies)
+    assert follower.read(0x400, 12) == _epoll_event(1, 0xAAAA0000)
+
+
+def _cmsg(abi, level: int, kind: int, data: bytes, padding: bytes) -> bytes:
+    return abi.pack_word(abi.word_size + 8 + len(data)) + struct.pack("<ii", level, kind) + data + padding
+
+
+@pytest.mark.parametrize("abi", [X86_64, I386], ids=["x86_64", "i386"])
+def test_sent_control_messages_are_compared_without_their_padding(abi) -> None:
+    def sendmsg(control: bytes) -> object:
+        header = b"".join(abi.pack_word(w) for w in (0, 0, 0, 0, 0x200, len(control), 0))
+        return _decode(abi, "sendmsg", (3, 0x100, 0), FakeMemory({0x100: header, 0x200: control})).values[1]
+
+    pad = (-(abi.word_size + 12)) % abi.word_size
+    rights = sendmsg(_cmsg(abi, 1, 1, (7).to_bytes(4, "little"), b"\xaa" * pad))
+    assert rights == sendmsg(_cmsg(abi, 1, 1, (7).to_bytes(4, "little"), b"\x55" * pad))
+    assert rights != sendmsg(_cmsg(abi, 1, 1, (8).to_bytes(4, "little"), b"\xaa" * pad))  # another fd
+
+
+@pytest.mark.parametrize("abi", [X86_64, I386], ids=["x86_64", "i386"])
+def test_received_descriptors_are_named_as_the_leaders_only(abi) -> None:
+    control = _cmsg(abi, 1, 1, (7).to_bytes(4, "little") + (8).to_bytes(4, "little"), bytes(8))
+    header = b"".join(abi.pack_word(w) for w in (0, 0, 0, 0, 0x200, len(control), 0))
+    memory = FakeMemory({0x100: header, 0x200: control})
+    call = _decode(abi, "recvmsg", (3, 0x100, 0), memory)
+    assert "received 2 file descriptors (SCM_RIGHTS)" in (engine.leader_only_outputs(call, memory, 1) or "")
+    credentials = _cmsg(abi, 1, 2, bytes(12), b"")  # SCM_CREDENTIALS: nothing made
+    memory.write(0x200, credentials + bytes(len(control) - len(credentials)))
+    assert engine.leader_only_outputs(call, memory, 1) is None
+
+
 def test_socketcall_is_decoded_as_the_row_it_selects() -> None:
     words = (3, 0x100, 0x200)  # accept(3, addr, &addrlen)
     memory = FakeMemory({0x50: b"".join(w.to_bytes(4, "little") for w in words),
@@ -417,8 +469,9 @@ def test_socketcall_is_decoded_as_the_row_it_selects() -> None:
     assert call.unsupported_reason is None
     unknown = _decode(I386, "socketcall", (99, 0x50), memory)
     assert "selects no socket call" in (unknown.unsupported_reason or "")
-    sendmmsg = _decode(I386, "socketcall", (20, 0x50), memory)
-    assert "not supported yet" in (sendmmsg.unsupported_reason or "")
+    memory.write(0x60, bytes(16))  # sendmmsg(0, NULL, 0, 0)
+    sendmmsg = _decode(I386, "socketcall", (20, 0x60), memory)
+    assert (sendmmsg.name, sendmmsg.args, sendmmsg.unsupported_reason) == ("sendmmsg", (0, 0, 0, 0), None)
 
 
 def test_a_received_message_reaches_the_followers_buffers() -> None:

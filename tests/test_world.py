@@ -179,11 +179,31 @@ def test_which_names_differ_only_by_layout(leader: bytes, follower: bytes, layou
 
 
 @pytest.mark.parametrize("variants", [2, 3])
-def test_mktemp_creates_one_file_and_prints_its_name(variants: int, tmp_path: Path, run_mvee) -> None:
+@pytest.mark.parametrize("directory", [False, True], ids=["file", "directory"])
+def test_mktemp_creates_one_name_and_prints_it(directory: bool, variants: int, tmp_path: Path,
+                                              run_mvee) -> None:
     (tmp_path / "t").mkdir()
-    result = run_mvee("-n", str(variants), "--", "/usr/bin/mktemp", "-p", str(tmp_path / "t"))
+    option = ["-d"] if directory else []  # mkdtemp: a mkdir of the layout-made name
+    result = run_mvee("-n", str(variants), "--", "/usr/bin/mktemp", *option, "-p", str(tmp_path / "t"))
     assert result.returncode == 0, result.stderr
-    assert [str(p) for p in (tmp_path / "t").iterdir()] == [result.stdout.decode().strip()]
+    created = list((tmp_path / "t").iterdir())
+    assert [str(p) for p in created] == [result.stdout.decode().strip()]
+    assert created[0].is_dir() is directory
+
+
+@pytest.mark.parametrize("variants", [2, 3])
+def test_patch_matches_native(variants: int, tmp_path: Path, run_mvee) -> None:
+    # patch writes the result to a mkstemp name beside the file, then renames it over
+    (tmp_path / "old").write_text("".join(f"line {i}\n" for i in range(50)))
+    (tmp_path / "new").write_text("".join(f"line {i * (i % 7 != 3)}\n" for i in range(50)))
+    diff = subprocess.run(["diff", "-u", "old", "new"], cwd=tmp_path, capture_output=True).stdout
+    (tmp_path / "change.diff").write_bytes(diff)
+    result = run_mvee("-n", str(variants), "--", "/usr/bin/patch", str(tmp_path / "old"),
+                      str(tmp_path / "change.diff"))
+    assert (result.returncode, result.stdout) == (0, f"patching file {tmp_path / 'old'}\n".encode()), \
+        result.stderr
+    assert (tmp_path / "old").read_text() == (tmp_path / "new").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.diff", "new", "old", "report.json"]
 
 
 @pytest.mark.parametrize("variants", [2, 3])
@@ -210,3 +230,16 @@ def test_sed_in_place(variants: int, tmp_path: Path, run_mvee) -> None:
     assert result.returncode == 0, result.stderr
     assert text.read_text() == "bye\nworld\n"
     assert [p.name for p in directory.iterdir()] == ["text"]  # sed's temporary file renamed over it
+
+
+def test_openssl_rand_mixes_the_layout_into_its_bytes(run_mvee) -> None:
+    """Not a monitor bug: OpenSSL's DRBG nonce holds pthread_self(), an address. With the
+    same layout in both variants (setarch -R) they draw the same bytes; with ASLR they
+    draw different ones, and the write of them is a divergence."""
+    if shutil.which("openssl") is None or shutil.which("setarch") is None:
+        pytest.skip("openssl or setarch is not installed")
+    same_layout = run_mvee("-n", "2", "--", "setarch", "-R", "openssl", "rand", "-hex", "16")
+    assert same_layout.returncode == 0 and len(same_layout.stdout) == 33, same_layout.stderr
+    layouts = run_mvee("-n", "2", "--", "openssl", "rand", "-hex", "16")
+    assert layouts.returncode == 120, layouts.stderr
+    assert layouts.report["message"] == "argument 1 (buf) of write differs in variant 1"

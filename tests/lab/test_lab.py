@@ -4,7 +4,12 @@ Every test is parametrized over the boot targets with lab_targets() (one xdist
 group per target). What each target proves:
 - the machine is the target's: kernel architecture, IA-32 emulation on or off, and
   a Python with python-ptrace and keystone;
+- a lease of it as an SSH host is exclusive: a second lease waits, and gives up
+  naming the holder;
 - a real program of the guest (gzip) runs in 2 variants with the native output;
+- the corpus's base-system command lines (tests/corpus, marked `lab`: the guest's own
+  Debian programs, i386 ones on the i386 target) run as natively, without a false
+  divergence;
 - what a synchronised syscall costs under the monitor there (for the session's table);
 - a CPU-bound program with a timer whose handler makes syscalls gets its signals
   synchronously (no false alarm), for each ABI the target runs;
@@ -18,13 +23,22 @@ group per target). What each target proves:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import re
 import shlex
+import tarfile
+from pathlib import Path
 
 import pytest
 
+from tests import corpus_run
 from vm.machines.deploy import GUEST_DIR, install_program, mvee_command, read_report, run_mvee
-from vm.machines.lease import Machine
+from vm.machines.hosts import HostsBackend
+from vm.machines.inventory import HostEntry
+from vm.machines.lease import LeaseError, Machine
 from vm.machines.pytest_plugin import lab_targets
 
 NON_COMPLIANT_EXIT = 121
@@ -61,6 +75,27 @@ def test_machine_is_its_target(target: str, lab_machine: Machine) -> None:
 
 
 @pytest.mark.parametrize("target", lab_targets())
+def test_a_machine_is_leased_to_one_holder_at_a_time(target: str, lab_machine: Machine) -> None:
+    """Leases of the machine as an SSH host (what --lab-hosts and the Vagrant machines give)
+    never overlap: they share its working directory."""
+    ssh = lab_machine.ssh
+    again = HostsBackend([HostEntry("again", target, ssh.host, ssh.port, ssh.user, ssh.key_file)],
+                         "this machine again", lock_wait_s=2)
+    # A host's or Vagrant machine's lease (this test's own) holds it already; a QEMU VM is
+    # this lease's alone, so the first lease here is taken now.
+    held_by_fixture = lab_machine.how in ("host", "vagrant")
+    with contextlib.ExitStack() as first:
+        if not held_by_fixture:
+            first.enter_context(again.lease(target))
+        with pytest.raises(LeaseError, match=rf"still leased to \S+ pid {os.getpid()}\b.* after 2 s"), \
+                again.lease(target):
+            pass
+    if not held_by_fixture:
+        with again.lease(target) as machine:  # free again once the first lease ended
+            assert machine.ssh.run("echo free", timeout=60).check().text == "free\n"
+
+
+@pytest.mark.parametrize("target", lab_targets())
 def test_real_program_in_two_variants_matches_native(target: str, lab_machine: Machine) -> None:
     ssh = lab_machine.ssh
     gzip = ssh.run("command -v gzip", timeout=30).check().text.strip()
@@ -75,6 +110,35 @@ def test_real_program_in_two_variants_matches_native(target: str, lab_machine: M
     variants = result.report["variants"]
     assert [v["traced_by"] for v in variants] == ["seccomp", "seccomp"]
     assert variants[1]["stops"] < variants[0]["stops"]
+
+
+def _tar_of(paths: dict[str, Path]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, path in paths.items():
+            tar.add(path, arcname=name)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("target", lab_targets())
+def test_corpus_sample_runs_as_natively(target: str, lab_machine: Machine, tmp_path: Path) -> None:
+    """The corpus runner itself, in the guest, on the entries marked `lab`, with the
+    fixture made here (the guests have neither sqlite3 nor git to make it)."""
+    fixture = tmp_path / "fixture"
+    corpus_run.make_fixture(fixture)
+    ssh = lab_machine.ssh
+    runner = {"tests/corpus_run.py": Path(corpus_run.__file__), "tests/corpus": corpus_run.CORPUS}
+    ssh.put_bytes(_tar_of(runner), f"{GUEST_DIR}/corpus.tar")
+    ssh.put_bytes(_tar_of({".": fixture}), f"{GUEST_DIR}/fixture.tar")
+    ssh.run(f"cd {GUEST_DIR} && tar -xf corpus.tar && rm corpus.tar", timeout=60).check()
+    run = ssh.run(f"cd {GUEST_DIR} && python3 tests/corpus_run.py --lab --jobs 1 "
+                  f"--fixture-tar {GUEST_DIR}/fixture.tar --json {GUEST_DIR}/corpus.json", timeout=1800)
+    results = json.loads(ssh.run(f"cat {GUEST_DIR}/corpus.json", timeout=60).check().stdout)
+    print(f"{target}: corpus (lab): {results['summary']}; refused: {results['refused']}")
+    outcomes = {r["name"]: r["outcome"] for r in results["results"]}
+    assert len(outcomes) == sum(c.lab for c in corpus_run.load())
+    assert set(outcomes.values()) <= {"identical", "refused"}, run.stdout.decode(errors="replace")
+    assert run.status == 0
 
 
 def _guest_seconds(machine: Machine, command: str) -> float:

@@ -22,11 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHOW(what, call) do { \
-        long result_ = (long)(call); \
-        printf("%s = %ld%s%s\n", what, result_, errno ? " " : "", errno ? strerror(errno) : ""); \
-        errno = 0; \
-    } while (0)
+#include "show.h"
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452  /* Linux 6.6; trixie's glibc calls it in fchmodat */
+#endif
 
 int main(int argc, char **argv) {
     if (chdir(argv[1])) return 2;
@@ -36,6 +36,7 @@ int main(int argc, char **argv) {
     SHOW("symlinkat", symlinkat("data", dir, "soft"));
     SHOW("linkat", linkat(dir, "data", dir, "hard", 0));
     SHOW("link", link("data", "hard2"));
+    SHOW("fchmodat2", syscall(SYS_fchmodat2, dir, "data", 0600, 0));
     SHOW("symlink", symlink("missing", "dangling"));
     char target[64] = {0};
     SHOW("readlinkat", readlinkat(dir, "soft", target, sizeof target));

@@ -89,6 +89,9 @@ def parse(data: Any, where: str) -> list[HostEntry]:
         key = Path(entry.get("key", str(ssh_key.key_path(cache.cache_root())))).expanduser()
         if any(e.name == entry["name"] for e in entries):
             raise InventoryError(f"{here}: duplicate name {entry['name']!r}")
+        same = next((e for e in entries if (e.host, e.port) == (entry["host"], port)), None)
+        if same is not None:  # one machine cannot stand for two entries (nor two targets)
+            raise InventoryError(f"{here}: {entry['host']}:{port} is {same.name!r} already")
         entries.append(HostEntry(entry["name"], entry["target"], entry["host"], port,
                                  entry.get("user", "root"), key))
     return entries

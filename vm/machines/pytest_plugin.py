@@ -16,52 +16,51 @@ Options:
                         (default <cache>/results/lab-signals.json)
 
 A lab test takes the ``lab_machine`` fixture and is parametrized over targets with
-``lab_targets()``, which also marks each case ``xdist_group(<target>)``. With
-``pytest -n N --dist loadgroup`` every target's tests go to one worker, which leases
-that target's machine once from the session's backend (vm.machines.lease) and keeps
-it for them: no two workers ever share a machine, and a worker holds one at a time.
-``--lab`` with ``-n`` switches xdist's default ``--dist load`` to ``loadgroup``.
+``lab_targets()`` (the target is the case's id). With ``pytest -n N`` (``--dist load``
+or ``loadgroup``) and the lab on, the plugin schedules the tests itself
+(vm.machines.scheduling): every target's tests go to one worker, which leases that
+target's machine once from the session's backend (vm.machines.lease) and keeps it for
+them; a worker holds one machine at a time. A lease of an SSH host (or Vagrant
+machine) is also exclusive on the host itself (vm.machines.hosts), so that whatever
+the scheduling, or another session, two leases never use one machine at once.
 
 Lab tests record their signal statistics with ``lab_record_signals(report)`` and the
 monitor's cost per syscall with ``lab_record_syscall_cost``; at the end of the session the
-controller prints one table per target, writes it as JSON and draws the delays as a PNG
-beside it (with matplotlib; a line says why not without it).
+controller prints one table per target, writes it as JSON and draws it as a PNG beside
+it (vm.machines.results).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vm import cache
 from vm.machines import vagrant
 from vm.machines.deploy import deploy_mvee
 from vm.machines.hosts import HostsBackend
 from vm.machines.inventory import InventoryError, dump, load, parse
 from vm.machines.lease import Backend, Machine, all_targets
 from vm.machines.qemu_backend import QemuBackend
+from vm.machines.results import COST_PROPERTY, SIGNALS_PROPERTY, LabTables
+from vm.machines.scheduling import target_scheduler
 
-SIGNALS_PROPERTY = "lab_signals"
-COST_PROPERTY = "lab_syscall_cost"
 BACKEND = pytest.StashKey[Backend]()
 VAGRANT_INVENTORY = pytest.StashKey[str]()  # the running Vagrant machines, as inventory JSON
 VAGRANT_PROBLEM = pytest.StashKey[str]()  # why Vagrant could not be asked
 VAGRANT_WORKERINPUT = "mvee_lab_vagrant_inventory"
-SKIP_REASON = ("lab test: boots QEMU VMs; run with --lab (and -n auto --dist loadgroup), "
+SKIP_REASON = ("lab test: boots QEMU VMs; run with --lab (and -n auto), "
                "or vagrant up first")
 
 
 def lab_targets() -> list[Any]:
-    """pytest.param per boot target, each in its own xdist group."""
-    return [pytest.param(t, id=t, marks=[pytest.mark.lab, pytest.mark.xdist_group(t)]) for t in all_targets()]
+    """pytest.param per boot target, marked lab; its id, the target, is what the scheduler
+    groups by (vm.machines.scheduling)."""
+    return [pytest.param(t, id=t, marks=pytest.mark.lab) for t in all_targets()]
 
 
 # --- options and collection ---
@@ -105,10 +104,17 @@ def lab_enabled(config: pytest.Config) -> bool:
 
 
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    _find_vagrant_machines(config)
-    # Runs after xdist's (tryfirst) turned -n into --dist load: keep a target's tests together.
-    if lab_enabled(config) and getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
+    if not hasattr(config, "workerinput"):  # a worker gets them from the controller
+        _find_vagrant_machines(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's controller: a target's lab tests to one worker (xdist's loadgroup does not
+    group with pytest 9.2; see vm.machines.scheduling)."""
+    if lab_enabled(config) and config.getoption("dist") in ("load", "loadgroup"):
+        return target_scheduler(config, log)
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -254,114 +260,3 @@ def lab_record_syscall_cost(request: pytest.FixtureRequest, target: str) -> Call
         }))
 
     return record
-
-
-# --- the session's tables ---
-
-class LabTables:
-    """Collects the lab tests' records from every test report (xdist workers included); at the
-    end, one table per target: signal-delivery delay and cost per syscall; JSON and a PNG."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.records: list[dict[str, Any]] = []
-        self.costs: list[dict[str, Any]] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
-        for name, value in report.user_properties:
-            if name == SIGNALS_PROPERTY:
-                self.records.append(value)
-            elif name == COST_PROPERTY:
-                self.costs.append(value)
-
-    def table(self) -> dict[str, dict[str, Any]]:
-        per_target: dict[str, dict[str, Any]] = {}
-        for target in sorted({r["target"] for r in self.records + self.costs}):
-            runs = [r for r in self.records if r["target"] == target and r["delivered"]]
-            delivered = sum(r["delivered"] for r in runs)
-
-            def values(key: str, runs: list[dict[str, Any]] = runs) -> list[float]:
-                return [r["delay_ms"][key] for r in runs if r["delay_ms"].get(key) is not None]
-
-            mean = (sum(r["delay_ms"]["mean"] * r["delivered"] for r in runs if r["delay_ms"].get("mean")
-                        is not None) / delivered) if delivered else None
-            costs = [c["us_per_syscall"] for c in self.costs if c["target"] == target]
-            per_target[target] = {
-                "runs": len(runs), "delivered": delivered, "mean_ms": mean,
-                "p50_ms": statistics.median(values("p50")) if values("p50") else None,
-                "p99_ms": max(values("p99"), default=None), "max_ms": max(values("max"), default=None),
-                "loop_traps": sorted({str(r["loop_trap"]) for r in self.records
-                                      if r["target"] == target and r["loop_trap"]}),
-                "us_per_syscall": statistics.median(costs) if costs else None,
-            }
-        return per_target
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records and not self.costs:
-            return
-        table = self.table()
-        tr = terminalreporter
-        tr.section("lab: signal delivery delay and syscall cost per target")
-        tr.write_line(f"{'target':<22} {'runs':>4} {'signals':>7} {'mean ms':>8} {'p50 ms':>8} "
-                      f"{'p99 ms':>8} {'max ms':>8} {'us/call':>8}  loop traps")
-
-        def fmt(value: float | None, digits: int = 3) -> str:
-            return f"{value:8.{digits}f}" if value is not None else f"{'-':>8}"
-
-        for target, row in table.items():
-            tr.write_line(f"{target:<22} {row['runs']:>4} {row['delivered']:>7} {fmt(row['mean_ms'])} "
-                          f"{fmt(row['p50_ms'])} {fmt(row['p99_ms'])} {fmt(row['max_ms'])} "
-                          f"{fmt(row['us_per_syscall'], 0)}  {','.join(row['loop_traps']) or '-'}")
-        tr.write_line("us/call: the monitor's cost per synchronised syscall (2 variants), over native")
-        path = Path(self.config.getoption("lab_results") or
-                    cache.cache_root() / "results" / "lab-signals.json")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"created": time.time(), "pid": os.getpid(), "targets": table,
-                                        "runs": self.records, "syscall_costs": self.costs}, indent=2) + "\n")
-            tr.write_line(f"written to {path}")
-        except OSError as e:
-            tr.write_line(f"could not write {path}: {e}")
-            return
-        tr.write_line(plot_delays(self.records, path.with_suffix(".png")))
-
-
-def plot_delays(records: list[dict[str, Any]], path: Path) -> str:
-    """The delay of each run drawn per target (p50 to max, the mean and p99 marked; the
-    monitor's report gives these, not every delay): one line saying what was done."""
-    runs = [r for r in records if r["delivered"] and r["delay_ms"].get("max") is not None]
-    if not runs:
-        return "no delay plot: no run delivered a signal"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no delay plot: matplotlib is not installed (pip install matplotlib)"
-    targets = sorted({r["target"] for r in runs})
-    figure, axes = plt.subplots(len(targets), 1, figsize=(8, 0.6 + 0.9 * len(runs)), squeeze=False,
-                                sharex=True)
-    for axis, target in zip((a[0] for a in axes), targets, strict=True):
-        mine = [r for r in runs if r["target"] == target]
-        for row, r in enumerate(mine):
-            d = r["delay_ms"]
-            axis.plot([d["p50"], d["max"]], [row, row], color="tab:blue", linewidth=2)
-            for key, marker in (("p50", "o"), ("mean", "|"), ("p99", "^"), ("max", "x")):
-                if d.get(key) is not None:
-                    axis.plot([d[key]], [row], marker=marker, color="black", markersize=7,
-                              label=key if row == 0 and target == targets[0] else None)
-        axis.set_yticks(range(len(mine)), [f"{r['program']} ({r['delivered']})" for r in mine], fontsize=8)
-        axis.set_ylim(-0.7, len(mine) - 0.3)
-        axis.set_title(target, fontsize=9, loc="left")
-        axis.set_xscale("log")
-        axis.grid(True, which="major", axis="x", alpha=0.3)
-    axes[-1][0].set_xlabel("signal delivery delay (ms): first variant's stop to last release")
-    figure.legend(loc="upper right", fontsize=8, ncol=4)
-    figure.suptitle("Lab: delay per run (signals delivered in brackets)", fontsize=10, x=0.3)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return f"delays drawn in {path}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +90,38 @@ class SshClient:
         finally:
             channel.close()
         return CommandResult(command, status, bytes(out), bytes(err), time.monotonic() - start)
+
+    @contextlib.contextmanager
+    def hold(self, command: str, ready: bytes, timeout: float) -> Iterator[None]:
+        """command kept running for the block, entered once it has printed ready; at the end
+        its stdin is closed and its exit waited for (up to 30 s). SshError, with its output,
+        if it exits first or has not printed ready within timeout seconds."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshError(f"{self.host}:{self.port}: the connection is closed")
+        channel = transport.open_session(timeout=30)
+        try:
+            channel.exec_command(command)
+            out, deadline = bytearray(), time.monotonic() + timeout
+            while ready not in out:
+                if channel.recv_ready():
+                    out += channel.recv(4096)
+                elif channel.exit_status_ready():
+                    while channel.recv_ready():
+                        out += channel.recv(4096)
+                    status, text = channel.recv_exit_status(), out.decode(errors="replace").strip()
+                    raise SshError(f"exited {status}: {text}")
+                elif time.monotonic() > deadline:
+                    raise SshError(f"`{command}` did not print {ready!r} within {timeout:g} s")
+                else:
+                    time.sleep(0.05)
+            yield
+            channel.shutdown_write()
+            end = time.monotonic() + 30
+            while not channel.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.05)
+        finally:
+            channel.close()
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         with self.client.open_sftp() as sftp:
