@@ -252,7 +252,7 @@ class SignalExecutor:
         if self.own_instance(stop):
             mirrored = self._coalesced_copy(variant, stop.signum)
             if mirrored is None:
-                ptrace_api.resume_to_syscall(variant.pid)
+                variant.run_on()
                 return
             info = mirrored
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
