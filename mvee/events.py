@@ -171,6 +171,10 @@ class Waiter:
         self.births: list[CloneEvent] = []  # every creation seen, in order, until taken
         self.forwarder: threading.Thread | None = None
         self.closing = False
+        # Held while a signal goes to every process: a stop the monitor's wait returns is
+        # handled once it has gone to all (a set whose leader died of it finds its other
+        # variants with it pending, not yet unsent).
+        self.forwarding = threading.Lock()
 
     def add(self, variant: Variant) -> Event:
         """A new variant (a created process): watched from now on; its first stop."""
@@ -264,6 +268,8 @@ class Waiter:
                 timeout = deadline - time.monotonic()
                 if not found and timeout <= 0:
                     return 0, 0
+            with self.forwarding:
+                pass  # a signal being forwarded has gone to every process
             if self.interrupted is not None:
                 raise Interrupted(self.interrupted)
             if found:
@@ -286,6 +292,10 @@ class Waiter:
 
     def _forward(self, signum: int) -> None:
         """A signal sent to the monitor goes to every variant, and is synchronised there."""
+        with self.forwarding:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
         if signum in _ENDING_SIGNALS:
             now = time.monotonic()
             forwarded = self.undelivered.get(signum)
