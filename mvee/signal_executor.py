@@ -434,11 +434,13 @@ class SignalExecutor:
         """The converge deadline. A variant still running on to a syscall that has not had
         the CPU for that long (a loaded machine; a TCG guest's slow stops) gets what it is
         owed first: the bound is for code that makes no syscall, not for a starved one."""
-        owed = 0.0
+        given, owed = self.options.converge_ms / 1000, 0.0
         for variant, seam in zip(self.variants, self.seams, strict=True):
             ran = ptrace_api.cpu_time(variant.pid) if seam.held_back and variant.alive else None
-            if ran is not None and seam.cpu_at_hold is not None:
-                owed = max(owed, self.options.converge_ms / 1000 - (ran - seam.cpu_at_hold))
+            if ran is not None and seam.cpu_at_hold is not None and ran - seam.cpu_at_hold < given / 2:
+                owed = max(owed, given - (ran - seam.cpu_at_hold))
+        # Half its time is enough: a variant with a share of the CPU would otherwise
+        # be owed a little more at every deadline, and never be done.
         if owed > 0 and self.signals.postpone(now + owed):
             return
         self.carry_out(self.signals.on_deadline(now))
