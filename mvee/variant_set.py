@@ -99,7 +99,8 @@ class VariantSet:
         """The set in the report."""
         return {"set": self.number, "parent": self.parent.number if self.parent else None,
                 "thread": self.thread, "program": self.variants[0].executable,
-                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls}
+                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls,
+                "traced_by": [v.traced_by for v in self.variants], "stops": [v.stops for v in self.variants]}
 
     # --- the call in progress ---
 

@@ -46,6 +46,23 @@ def test_local_calls_do_not_stop_and_followers_stop_once(build_program, run_mvee
     assert filtered.report["syscalls"] == traced.report["syscalls"]
 
 
+@pytest.mark.parametrize("abi", ["x86_64", "i386"])
+def test_a_child_set_is_traced_by_the_inherited_filter(build_program, run_mvee, abi):
+    """A forked child runs under its parent's filter and options (the kernel's): its set
+    is traced by seccomp, its follower stops once per write, its mmaps not at all."""
+    program = build_program("anon_maps", abi)
+    argv = ["/bin/sh", "-c", f"{program} {MAPS} {WRITES}; echo done"]
+    native = subprocess.run(argv, capture_output=True, check=True)
+    result = run_mvee("--tracing", "seccomp", "--", *argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == native.stdout
+    child = next(s for s in result.report["sets"] if s["program"] == str(program))
+    assert child["traced_by"] == ["seccomp", "seccomp"]
+    leader, follower = child["stops"]
+    assert 2 * WRITES <= leader < 2 * WRITES + 400
+    assert WRITES <= follower < WRITES + 400
+
+
 def test_int80_from_64_bit_code_stops_by_the_i386_rules(build_program, run_mvee):
     """The filter tells the ABI by the call's arch: i386's getpid through int 0x80 from
     a 64-bit process is a synchronised call like any other."""
@@ -87,6 +104,28 @@ def test_the_filter_allows_only_calls_without_the_monitors_work():
         assert verdict(arch, 4000) == SECCOMP_RET_TRACE
     assert verdict(X86_64.audit_arch, X86_64.syscall_numbers["brk"] | 0x40000000) == SECCOMP_RET_TRACE  # x32
     assert verdict(0x40000028, 12) == SECCOMP_RET_TRACE  # AUDIT_ARCH_ARM: not one of ours
+
+
+def test_process_calls_stop_and_thread_coordination_does_not():
+    """The calls the sets need stop: a fork's (its exit is run and seen in each variant),
+    wait4 (the followers reap their own), a monotonic clock read (LOCAL only in a process
+    with threads: the monitor decides, the filter cannot). The calls that only
+    coordinate a variant's own threads never stop."""
+    from mvee.abi import I386, X86_64
+
+    program = seccomp_filter.build()
+
+    def verdict(arch: int, nr: int) -> int:
+        return _run_bpf(program, nr.to_bytes(4, "little") + arch.to_bytes(4, "little") + bytes(56))
+
+    for abi in (X86_64, I386):
+        arch, numbers = abi.audit_arch, abi.syscall_numbers
+        for name in ("clone", "clone3", "fork", "vfork", "wait4", "waitid", "clock_gettime", "execve",
+                     "exit_group", "kill", "tgkill"):
+            if name in numbers:
+                assert verdict(arch, numbers[name]) == SECCOMP_RET_TRACE, (abi.name, name)
+        for name in ("futex", "set_robust_list", "rseq", "sched_yield", "membarrier"):
+            assert verdict(arch, numbers[name]) == SECCOMP_RET_ALLOW, (abi.name, name)
 
 
 def _run_bpf(program: bytes, data: bytes) -> int:
