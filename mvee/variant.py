@@ -139,16 +139,21 @@ def start(index: int, executable: str, argv: list[str], seccomp: Filter | None =
             os._exit(127)
     os.close(error_write)
     try:
-        _, status = os.waitpid(pid, ptrace_api.WALL)
-        if not isinstance(decode_status(status), Stopped):
+        stopped = _stop_of(pid)
+        while isinstance(stopped, Stopped) and stopped.signum != signal.SIGSTOP:
+            # A signal that came before its own SIGSTOP (it is traced already): delivered.
+            ptrace_api.cont(pid, _delivered(stopped))
+            stopped = _stop_of(pid)
+        if not isinstance(stopped, Stopped):
             raise StartError(executable, _read_errno(error_read))
         ptrace_api.set_options(pid)
-        while True:  # past the filter's stops at the execve (or a failed one's report)
-            ptrace_api.cont(pid)
-            _, status = os.waitpid(pid, ptrace_api.WALL)
-            stopped = decode_status(status)
-            if not (isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_SECCOMP):
+        signum = 0
+        while True:  # past the filter's stops at the execve, and signals on the way
+            ptrace_api.cont(pid, signum)
+            stopped = _stop_of(pid)
+            if not isinstance(stopped, Stopped) or stopped.event not in (0, ptrace_api.PTRACE_EVENT_SECCOMP):
                 break
+            signum = _delivered(stopped) if stopped.event == 0 else 0
         if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             memory = Memory(pid)
             vdso.hide(pid, memory)  # its clock reads become syscalls (mvee.vdso)
@@ -162,6 +167,20 @@ def start(index: int, executable: str, argv: list[str], seccomp: Filter | None =
         raise
     finally:
         os.close(error_read)
+
+
+_STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def _stop_of(pid: int) -> Ending | Stopped:
+    _, status = os.waitpid(pid, ptrace_api.WALL)
+    return decode_status(status)
+
+
+def _delivered(stopped: Stopped) -> int:
+    """The signal of a signal-delivery stop before the exec, to deliver: a stop signal is
+    not (the child would stop for good before it runs the program)."""
+    return 0 if stopped.signum in _STOP_SIGNALS else stopped.signum
 
 
 def _read_errno(fd: int) -> int:

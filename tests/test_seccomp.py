@@ -6,6 +6,8 @@ at every call; the report's per-variant `stops` and `traced_by` say what happene
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import subprocess
 
@@ -144,3 +146,20 @@ def _run_bpf(program: bytes, data: bytes) -> int:
             return k
         else:
             raise AssertionError(f"unexpected BPF instruction {code:#x}")
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_a_signal_before_the_childs_own_sigstop_is_delivered(monkeypatch, filtered):
+    """The child is traced from PTRACE_TRACEME on: a signal that reaches it before its
+    own SIGSTOP is its first stop. Start-up delivers it (SIGWINCH: ignored, as natively)
+    and still stops the variant after its exec, under the filter when one is given."""
+    from mvee import variant as variant_module
+
+    monkeypatch.setattr(variant_module.tsc, "trap_in_this_process",
+                        lambda: os.kill(os.getpid(), signal.SIGWINCH))
+    started = variant_module.start(0, "/bin/true", ["true"], seccomp_filter.Filter() if filtered else None)
+    try:
+        assert started.traced_by == ("seccomp" if filtered else "ptrace-syscall")
+        assert os.readlink(f"/proc/{started.pid}/exe") == os.path.realpath("/bin/true")
+    finally:
+        variant_module.kill_all([started])
