@@ -162,6 +162,7 @@ class Waiter:
     def __init__(self, variants: list[Variant]) -> None:
         self.by_pid = {v.pid: v for v in variants}  # every variant of every set
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
+        self.last_forwarded: dict[int, float] = {}  # ending signal -> when, delivered or not
         self.interrupted: int | None = None  # the ending signal that came twice
         self.previous_mask: set[signal.Signals] | None = None
         # Events taken for a set busy with a call, kept for it (mvee.monitor).
@@ -276,6 +277,12 @@ class Waiter:
                 return found, status
             signal.sigtimedwait({signal.SIGCHLD}, timeout)
 
+    def ended_by_forwarded(self, variant: Variant) -> bool:
+        """It died of an ending signal that the monitor sent to every variant lately (a
+        SIGTERM it got): the others got it too and die of it, alone in a call or not."""
+        sent = self.last_forwarded.get(variant.term_signal or 0)
+        return sent is not None and time.monotonic() - sent < GIVE_UP_SECONDS
+
     def delivered(self, signum: int) -> None:
         """The variants took a signal of this number (delivered, or ignored by them)."""
         self.undelivered.pop(signum, None)
@@ -304,7 +311,7 @@ class Waiter:
                 for variant in self._processes():
                     variant.kill()
                 return
-            self.undelivered[signum] = now
+            self.undelivered[signum] = self.last_forwarded[signum] = now
         for variant in self._processes():
             try:
                 os.kill(variant.pid, signum)

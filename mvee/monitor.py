@@ -13,6 +13,7 @@ creation that every process of a set made forms a new set of the children.
 from __future__ import annotations
 
 import errno
+import signal
 import time
 
 from mvee import ptrace_api
@@ -50,7 +51,10 @@ class Monitor:
                     try:
                         return self._serve()
                     except ptrace_api.PtraceError as error:
-                        raise self._vanished(error) from None
+                        vanished = self._vanished(error)
+                        if isinstance(vanished, Outcome):
+                            return vanished
+                        raise vanished from None
                 except Interrupted as interruption:
                     self._kill_everything()
                     return Outcome(Verdict.INTERRUPTED, str(interruption), 128 + interruption.signum, None,
@@ -182,7 +186,7 @@ class Monitor:
                                outcome.alarm, self.syscalls, self._details())
         return final_outcome(self.variants, self.syscalls, self._details())
 
-    def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError:
+    def _vanished(self, error: ptrace_api.PtraceError) -> Alarm | ptrace_api.PtraceError | Outcome:
         """A ptrace call found a variant gone: killed from outside (SIGKILL) between its
         stop and the call. Its death is collected and reported like any early death;
         any other ptrace failure stays the monitor's error."""
@@ -192,6 +196,14 @@ class Monitor:
             return error
         if not self.waiter.reap(variant, time.monotonic() + 5):
             return error  # not dead after all: a monitor bug
+        if self.waiter.ended_by_forwarded(variant):
+            # By an ending signal sent to every variant (a SIGTERM the monitor got, while a
+            # process's threads die one by one): the program ends by it, as natively; the
+            # monitor ends the variants it still holds stopped.
+            self._kill_everything()
+            name = signal.Signals(variant.term_signal or 0).name
+            return Outcome(Verdict.OK, f"all variants killed by {name} (sent to all)",
+                           128 + (variant.term_signal or 0), None, self.syscalls, self._details())
         variants = self.set_of[variant.pid].variants
         if not any(v.alive for v in variants):
             return Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} while "

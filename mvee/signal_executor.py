@@ -433,7 +433,8 @@ class SignalExecutor:
     def on_deadline(self, now: float) -> None:
         """The converge deadline. A variant still running on to a syscall that has not had
         the CPU for that long (a loaded machine; a TCG guest's slow stops) gets what it is
-        owed first: the bound is for code that makes no syscall, not for a starved one."""
+        owed first (up to signals.POSTPONE_LIMIT times the bound): the bound is for code
+        that makes no syscall, not for a starved one."""
         given, owed = self.options.converge_ms / 1000, 0.0
         for variant, seam in zip(self.variants, self.seams, strict=True):
             ran = ptrace_api.cpu_time(variant.pid) if seam.held_back and variant.alive else None

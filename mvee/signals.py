@@ -44,6 +44,7 @@ import signal as _signal
 from array import array
 from dataclasses import dataclass, field
 
+POSTPONE_LIMIT = 4  # times --converge-ms: how far a starved holder's deadline moves
 SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 POLICIES = ("converge", "sync", "at-syscall")
 SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
@@ -487,11 +488,12 @@ class SignalCoordinator:
 
     def postpone(self, until: float) -> bool:
         """The holders running on could not run for the time they were given (a loaded
-        machine, TCG): the converge deadline moves to `until`, no further than the wait
-        loop's time after it was armed. False if it cannot move."""
+        machine, TCG): the converge deadline moves to `until`, no further than
+        `POSTPONE_LIMIT` times that time after it was armed (a longer hold leaves a
+        CPU-bound program's timer unhandled). False if it cannot move."""
         if self.deadline is None or self.deadline_at_syscall:
             return False
-        moved = min(until, self.armed_at + self.give_up_after)
+        moved = min(until, self.armed_at + POSTPONE_LIMIT * self.converge_after)
         if moved <= self.deadline:
             return False
         self.deadline = moved
