@@ -1,5 +1,5 @@
 """The corpus (tests/corpus/commands.txt): every everyday command line runs under
-`mvee run -n 2` (some -n 3) as natively. A refusal (unsupported: fork for now) is
+`mvee run -n 2` (some -n 3) as natively. A refusal (unsupported: setpriority for now) is
 counted; an alarm or a difference while native runs agree is a false divergence and
 fails. The summary line "N identical / R refused / D divergent" is printed at the end
 of the session (tests/conftest.py)."""
