@@ -1,15 +1,23 @@
-"""Overhead benchmark (issue 2): native runs against `mvee run -n 2`.
+"""Overhead benchmark (issues 2 and 13): native runs against `mvee run -n 2`.
 
-Three workloads, each timed as the median wall time of several runs:
+Three workloads, each timed as the median wall time of several runs (5):
 
 * CPU-bound: ``gzip -9c`` of a generated file (default 50 MB) to /dev/null.
-  Target: mvee <= 1.10x native.
+  Target: mvee <= 1.15x native.
 * Syscall-heavy: a C program doing N one-byte writes to /dev/null (default
-  200,000). From it the monitor's cost per syscall round trip, next to two
+  200,000). From it the monitor's cost per synchronised syscall, next to three
   floors measured in the same run on the same program: a minimal ptrace loop in
-  C (the absolute floor) and one in Python with ``ptrace.binding`` and
-  ``os.waitpid`` (the fair floor for a Python monitor). Target: within 3x of the
-  Python floor.
+  C (the absolute floor), one in Python with ``ptrace.binding`` and ``os.waitpid``
+  (one process), and a minimal two-variant lockstep loop in Python (two processes,
+  each stopped at every syscall entry and exit, resumed together: the fair floor
+  for a two-variant monitor). Target: within 1.2x of the two-variant floor. Its
+  0-write run gives the monitor's fixed cost to start and end (mvee minus native;
+  target <= 50 ms).
+* Short and syscall-heavy: ``tar cf`` of a generated tree of 200 files into a
+  file. Target: mvee <= 10x native.
+
+The monitor is byte-compiled first (as an installed package is), so a
+PYTHONDONTWRITEBYTECODE environment does not make every run compile it again.
 
 * Children (issue 12): a shell loop that forks, execs and waits for ``/bin/true``
   N times (default 50). The cost per child is the difference to the same loop with
@@ -36,6 +44,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -61,8 +70,12 @@ PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000
 SYSCALL_TRAP = signal.SIGTRAP | 0x80
 
-CPU_TARGET = 1.10
-FLOOR_TARGET = 3.0
+LAST_CPU = [0.0]  # CPU time of the last command `timed` ran
+CPU_TARGET = 1.15
+FLOOR_TARGET = 1.2  # against the two-variant floor
+START_TARGET_S = 0.050
+TAR_TARGET = 10.0
+TAR_FILES = 200
 VARIANTS = 2
 
 
@@ -80,10 +93,22 @@ class Timing:
     label: str
     samples: list[float] = field(default_factory=list)
     syscalls: int | None = None  # as counted by the tracer, when there is one
+    # CPU time (user + system) of the command and its descendants: what the machine's
+    # load does not inflate as much as the wall time (commands run by `timed` only).
+    cpu_samples: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_samples) if self.cpu_samples else None
+
+    def add(self, elapsed: float) -> None:
+        """A sample of a command run by `timed`, with its CPU time."""
+        self.samples.append(elapsed)
+        self.cpu_samples.append(LAST_CPU[0])
 
 
 @dataclass
@@ -98,11 +123,16 @@ class TracerCost:
     marginal_us: float  # same with the 0-write run subtracted on both sides, divided by the writes
 
 
-def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) -> float:
-    """Wall time of one run of `command`; any failure aborts the benchmark."""
+def timed(command: Sequence[str], *, stdout: int | None = subprocess.DEVNULL,
+          environment: dict[str, str] | None = None) -> float:
+    """Wall time of one run of `command` (its CPU time in LAST_CPU); any failure aborts
+    the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    result = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, check=False, env=environment)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if result.returncode != 0:
         raise BenchError(f"{' '.join(command)} exited with {result.returncode}: "
                          f"{result.stderr.decode(errors='replace').strip()[-500:]}")
@@ -122,20 +152,56 @@ def timed_parallel(command: Sequence[str], copies: int) -> float:
     return elapsed
 
 
-def mvee_command(argv: Sequence[str], report: Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "mvee", "run", "-n", str(VARIANTS)]
+MVEE_OPTIONS: list[str] = []  # --tracing, when given to the benchmark
+TRACED_BY: set[str] = set()  # how the variants were traced, from the reports
+BASELINE: list[str] = []  # --baseline: another checkout's directory, timed in the same runs
+
+
+def mvee_command(argv: Sequence[str], report: Path | None = None, options: Sequence[str] = ()) -> list[str]:
+    command = [sys.executable, "-m", "mvee", "run", "-n", str(VARIANTS), *options]
     if report is not None:
         command += ["--report", str(report)]
     return command + ["--", *argv]
 
 
-def timed_mvee(argv: Sequence[str], report: Path) -> tuple[float, int]:
-    """Wall time of one mvee run and the number of syscalls its report counts."""
-    elapsed = timed(mvee_command(argv, report))
+def timed_mvee(argv: Sequence[str], report: Path, baseline: bool = False) -> tuple[float, int]:
+    """Wall time of one mvee run (of the baseline checkout's monitor, with its own
+    defaults) and the number of syscalls its report counts."""
+    environment = {**os.environ, "PYTHONPATH": BASELINE[0]} if baseline else None
+    elapsed = timed(mvee_command(argv, report, () if baseline else MVEE_OPTIONS), environment=environment)
     data = json.loads(report.read_text())
     if data.get("verdict") != "ok":
         raise BenchError(f"mvee verdict {data.get('verdict')!r} for {argv}: {data.get('message')}")
+    if not baseline:
+        TRACED_BY.update(v.get("traced_by") or "ptrace-syscall" for v in data.get("variants", []))
     return elapsed, int(data.get("syscalls", 0))
+
+
+def timed_runs(name: str, argv: list[str], report: Path, runs: int,
+               parallel: bool = False) -> tuple[Timing, Timing, Timing, Timing]:
+    """Native, mvee, the baseline's mvee (with --baseline) and VARIANTS native copies at
+    once (`parallel`), interleaved, so drifting machine load hits all alike."""
+    native, traced = Timing("native"), Timing("mvee")
+    baseline, copies = Timing("mvee, baseline"), Timing(f"native x{VARIANTS} at once")
+    for run in range(runs):
+        progress(f"{name} run {run + 1}/{runs}")
+        native.add(timed(argv))
+        if parallel:
+            copies.samples.append(timed_parallel(argv, VARIANTS))
+        elapsed, traced.syscalls = timed_mvee(argv, report)
+        traced.add(elapsed)
+        if BASELINE:
+            baseline.add(timed_mvee(argv, report, baseline=True)[0])
+    return native, traced, baseline, copies
+
+
+def workload_result(workload: str, native: Timing, traced: Timing, baseline: Timing, target: float,
+                    **extra: Any) -> dict[str, Any]:
+    results = {"workload": workload, "native": summary(native), "mvee": summary(traced),
+               "ratio": traced.median / native.median, "target": target, **extra}
+    if baseline.samples:
+        results["baseline"] = summary(baseline) | {"ratio": baseline.median / native.median}
+    return results
 
 
 def timed_c_tracer(tracer: Path, argv: Sequence[str]) -> tuple[float, int]:
@@ -187,6 +253,45 @@ def timed_python_tracer(argv: Sequence[str], environment: dict[str, str] | None 
     return elapsed, (stops + 1) // 2
 
 
+def timed_lockstep_floor(argv: Sequence[str]) -> tuple[float, int]:
+    """The fair floor of a two-variant monitor: two copies, each stopped at every
+    syscall entry and exit (PTRACE_SYSCALL), resumed together once both stopped,
+    signals re-injected at once; no decoding, no comparison. Returns the wall time
+    and the syscalls of one copy."""
+    start = time.perf_counter()
+    pids = []
+    for _ in range(VARIANTS):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                binding.ptrace_traceme()
+                os.execv(argv[0], list(argv))
+            finally:
+                os._exit(127)
+        os.waitpid(pid, WALL)  # the exec SIGTRAP
+        binding.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL)
+        pids.append(pid)
+    deliver = dict.fromkeys(pids, 0)
+    stops = 0
+    while pids:
+        for pid in pids:
+            binding.ptrace_syscall(pid, deliver[pid])
+        for pid in list(pids):
+            _, status = os.waitpid(pid, WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                pids.remove(pid)
+                if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+                    raise BenchError(f"two-variant floor: tracee ended with status {status:#x}")
+                continue
+            deliver[pid] = 0
+            if os.WSTOPSIG(status) == SYSCALL_TRAP:
+                stops += 1
+            elif not status >> 16:
+                deliver[pid] = os.WSTOPSIG(status)
+    elapsed = time.perf_counter() - start
+    return elapsed, (stops // VARIANTS + 1) // 2
+
+
 # --- inputs ---
 
 
@@ -221,6 +326,16 @@ def generate_input(path: Path, size_mb: int, seed: int = 2) -> None:
             remaining -= size
 
 
+def generate_tree(root: Path, files: int, seed: int = 3) -> None:
+    """`files` small files (0.5-16 KB of text) in 10 directories."""
+    rng = random.Random(seed)
+    for index in range(files):
+        directory = root / f"d{index % 10}"
+        directory.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(512, 16384)
+        (directory / f"f{index:03d}.txt").write_bytes(rng.randbytes(size // 2).hex().encode()[:size])
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as data:
@@ -229,7 +344,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-# --- the two workloads ---
+# --- the workloads ---
 
 
 def verify_gzip(gzip: str, source: Path, workdir: Path) -> str:
@@ -258,23 +373,25 @@ def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     digest = verify_gzip(gzip, source, workdir)
     argv = [gzip, "-9c", str(source)]
     report = workdir / "report-gzip.json"
-    native, parallel, traced = Timing("native"), Timing(f"native x{VARIANTS} at once"), Timing("mvee")
-    for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
-        progress(f"gzip run {run + 1}/{options.runs}")
-        native.samples.append(timed(argv))
-        parallel.samples.append(timed_parallel(argv, VARIANTS))
-        elapsed, traced.syscalls = timed_mvee(argv, report)
-        traced.samples.append(elapsed)
-    return {
-        "workload": f"gzip -9c {options.size_mb} MB",
-        "native": summary(native),
-        "mvee": summary(traced),
-        "ratio": traced.median / native.median,
-        "target": CPU_TARGET,
-        "native_parallel": summary(parallel),
-        "ratio_vs_native_parallel": traced.median / parallel.median,
-        "output_sha256": digest,
-    }
+    native, traced, baseline, parallel = timed_runs("gzip", argv, report, options.runs, parallel=True)
+    return workload_result(f"gzip -9c {options.size_mb} MB", native, traced, baseline, CPU_TARGET,
+                           native_parallel=summary(parallel),
+                           ratio_vs_native_parallel=traced.median / parallel.median, output_sha256=digest)
+
+
+def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    tar = shutil.which("tar")
+    if tar is None:
+        raise BenchError("tar not found")
+    tree = workdir / "tree"
+    generate_tree(tree, TAR_FILES)
+    archive = workdir / "tree.tar"
+    # Relative paths from the tree's parent; a file, not /dev/null (GNU tar reads no
+    # file when it writes to /dev/null).
+    argv = [tar, "cf", str(archive), "-C", str(workdir), "tree"]
+    report = workdir / "report-tar.json"
+    native, traced, baseline, _ = timed_runs("tar", argv, report, runs=options.runs)
+    return workload_result(f"tar cf of {TAR_FILES} files", native, traced, baseline, TAR_TARGET)
 
 
 def tracer_cost(name: str, full: Timing, empty: Timing, native_full: Timing, native_empty: Timing,
@@ -300,34 +417,51 @@ def bench_syscalls(options: argparse.Namespace, workdir: Path) -> dict[str, Any]
         "mvee": lambda argv: timed_mvee(argv, report),
         "c": lambda argv: timed_c_tracer(c_tracer, argv),
         "python": timed_python_tracer,
+        "lockstep": timed_lockstep_floor,
     }
+    if BASELINE:
+        measures["baseline"] = lambda argv: timed_mvee(argv, report, baseline=True)
     counts = (options.writes, 0)
     timings = {key: {count: Timing(key) for count in counts} for key in measures}
     for run in range(options.runs):  # interleaved, so drifting machine load hits all alike
-        progress(f"writes run {run + 1}/{options.runs}: native, mvee -n {VARIANTS}, C floor, Python floor")
+        progress(f"writes run {run + 1}/{options.runs}: native, mvee -n {VARIANTS}, C floor, Python floors")
         for count in counts:
             argv = [str(program), str(count)]
             for key, measure in measures.items():
                 elapsed, syscalls = measure(argv)
-                timings[key][count].samples.append(elapsed)
+                if key in ("native", "mvee", "baseline"):  # run by `timed`
+                    timings[key][count].add(elapsed)
+                else:
+                    timings[key][count].samples.append(elapsed)
                 timings[key][count].syscalls = syscalls
     return syscall_results(timings, options.writes)
 
 
 def syscall_results(timings: dict[str, dict[int, Timing]], writes: int) -> dict[str, Any]:
     native = timings["native"]
-    names = {"mvee": f"mvee run -n {VARIANTS}", "python": "Python minimal loop (fair floor)",
-             "c": "C minimal loop (absolute floor)"}
+    names = {"mvee": f"mvee run -n {VARIANTS}",
+             "lockstep": f"Python {VARIANTS}-variant lockstep loop (fair floor)",
+             "python": "Python minimal loop, one process", "c": "C minimal loop, one process"}
+    if "baseline" in timings:
+        names["baseline"] = f"mvee run -n {VARIANTS}, baseline checkout"
     costs = {key: tracer_cost(name, timings[key][writes], timings[key][0], native[writes], native[0], writes)
              for key, name in names.items()}
     monitor = costs["mvee"]
     return {
         "workload": f"{writes} writes",
+        "writes": writes,
+        "cpu_by_count": {str(count): {key: timings[key][count].cpu_median for key in timings
+                                      if key in ("native", "mvee", "baseline")} for count in (writes, 0)},
         "native": summary(native[writes]),
         "mvee": summary(timings["mvee"][writes]),
         "ratio": timings["mvee"][writes].median / native[writes].median,
         "zero_write_runs": {key: summary(by_count[0]) for key, by_count in timings.items()},
         "per_syscall": {key: asdict(cost) for key, cost in costs.items()},
+        "start_and_end_s": timings["mvee"][0].median - native[0].median,
+        **({"baseline_start_and_end_s": timings["baseline"][0].median - native[0].median}
+           if "baseline" in timings else {}),
+        "start_target_s": START_TARGET_S,
+        "monitor_vs_lockstep_floor": monitor.marginal_us / costs["lockstep"].marginal_us,
         "monitor_vs_python_floor": monitor.marginal_us / costs["python"].marginal_us,
         "monitor_vs_c_floor": monitor.marginal_us / costs["c"].marginal_us,
         "monitor_vs_python_floor_whole_run": monitor.whole_run_us / costs["python"].whole_run_us,
@@ -365,7 +499,7 @@ def bench_children(options: argparse.Namespace, workdir: Path) -> dict[str, Any]
 
 
 def summary(timing: Timing) -> dict[str, Any]:
-    return asdict(timing) | {"median": timing.median}
+    return asdict(timing) | {"median": timing.median, "cpu_median": timing.cpu_median}
 
 
 # --- output ---
@@ -374,6 +508,7 @@ def summary(timing: Timing) -> dict[str, Any]:
 def machine_facts() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
+        "load_before": " ".join(f"{load:.1f}" for load in os.getloadavg()),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model(),
         "kernel": platform.release(),
@@ -421,15 +556,28 @@ def verdict(value: float, target: float) -> str:
 
 
 def render(results: dict[str, Any]) -> str:
-    cpu, sys_ = results["cpu_bound"], results["syscall_heavy"]
+    cpu, sys_, tar = results["cpu_bound"], results["syscall_heavy"], results["tar"]
     workloads = [["workload", "native s", f"mvee -n {VARIANTS} s", "ratio", "target", "result"]]
     workloads.append([cpu["workload"], f"{cpu['native']['median']:.3f}", f"{cpu['mvee']['median']:.3f}",
                       f"{cpu['ratio']:.2f}x", f"<= {CPU_TARGET:.2f}x", verdict(cpu["ratio"], CPU_TARGET)])
     workloads.append([f"  vs {VARIANTS} native copies at once", f"{cpu['native_parallel']['median']:.3f}",
                       f"{cpu['mvee']['median']:.3f}", f"{cpu['ratio_vs_native_parallel']:.2f}x",
                       "(reference)", ""])
+    if "baseline" in cpu:
+        workloads.append(["  baseline checkout", f"{cpu['native']['median']:.3f}",
+                          f"{cpu['baseline']['median']:.3f}", f"{cpu['baseline']['ratio']:.2f}x", "", ""])
+    workloads.append([tar["workload"], f"{tar['native']['median']:.3f}", f"{tar['mvee']['median']:.3f}",
+                      f"{tar['ratio']:.1f}x", f"<= {TAR_TARGET:.0f}x", verdict(tar["ratio"], TAR_TARGET)])
+    if "baseline" in tar:
+        workloads.append(["  baseline checkout", f"{tar['native']['median']:.3f}",
+                          f"{tar['baseline']['median']:.3f}", f"{tar['baseline']['ratio']:.1f}x", "", ""])
     workloads.append([sys_["workload"], f"{sys_['native']['median']:.3f}", f"{sys_['mvee']['median']:.3f}",
                       f"{sys_['ratio']:.1f}x", "see below", ""])
+    start = sys_["start_and_end_s"]
+    workloads.append(["start and end (0 writes, mvee - native)", "", f"{start:.3f}", "",
+                      f"<= {START_TARGET_S:.3f} s", verdict(start, START_TARGET_S)])
+    if "baseline_start_and_end_s" in sys_:
+        workloads.append(["  baseline checkout", "", f"{sys_['baseline_start_and_end_s']:.3f}", "", "", ""])
     children = results["children"]
     per_child = children["per_child_ms"]
     workloads.append([children["workload"], f"{children['native']['median']:.3f}",
@@ -443,13 +591,23 @@ def render(results: dict[str, Any]) -> str:
         costs.append([cost["tracer"], f"{cost['traced_s']:.3f}", str(cost["syscalls"]),
                       f"{cost['whole_run_us']:.1f}", f"{cost['marginal_us']:.1f}",
                       f"{monitor['marginal_us'] / cost['marginal_us']:.2f}x"])
-    ratio = sys_["monitor_vs_python_floor"]
-    floor_line = (f"monitor vs Python floor (marginal): {ratio:.2f}x, target <= {FLOOR_TARGET:.0f}x: "
-               f"{verdict(ratio, FLOOR_TARGET)}; vs C floor: {sys_['monitor_vs_c_floor']:.2f}x")
+    cpu_rows = [["CPU time (command and its variants)", "native s", "mvee s", "baseline s"]]
+    for result in (cpu, tar):
+        cpu_rows.append([result["workload"], *(f"{result[key]['cpu_median']:.3f}" if key in result else ""
+                                               for key in ("native", "mvee", "baseline"))])
+    for count, label in ((sys_["writes"], sys_["workload"]), (0, "0 writes")):
+        runs = sys_["cpu_by_count"][str(count)]
+        cpu_rows.append([label, *(f"{runs[key]:.3f}" if key in runs else ""
+                                  for key in ("native", "mvee", "baseline"))])
+    ratio = sys_["monitor_vs_lockstep_floor"]
+    floor_line = (f"monitor vs two-variant floor (marginal): {ratio:.2f}x, target <= {FLOOR_TARGET:.1f}x: "
+                  f"{verdict(ratio, FLOOR_TARGET)}; vs one-process Python floor: "
+                  f"{sys_['monitor_vs_python_floor']:.2f}x; vs C floor: {sys_['monitor_vs_c_floor']:.2f}x")
     machine = results["machine"]
     header = (f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}, "
-              f"Python {machine['python']}, median of {results['runs']} runs")
-    return "\n\n".join([header, table(workloads), table(costs), floor_line])
+              f"Python {machine['python']}, load {machine['load_before']}, median of {results['runs']} "
+              f"runs; variants traced by {', '.join(results['traced_by']) or '?'}")
+    return "\n\n".join([header, table(workloads), table(costs), floor_line, table(cpu_rows)])
 
 
 def progress(message: str) -> None:
@@ -458,7 +616,7 @@ def progress(message: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench_overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="runs per measurement, median taken (3)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement, median taken (5)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file ({DEFAULT_JSON})")
     parser.add_argument("--size-mb", type=int, default=None, help="gzip input size in MB (50)")
     parser.add_argument("--writes", type=int, default=None, help="writes of the syscall workload (200000)")
@@ -466,9 +624,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 run, for smoke checks")
     parser.add_argument("--cpu", type=int, default=None,
                         help="pin the benchmark and everything it runs to this CPU (default: unpinned)")
+    parser.add_argument("--tracing", choices=("seccomp", "ptrace-syscall"), default=None,
+                        help="mvee's --tracing (default: the monitor's own default)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also time the monitor of another checkout (DIR holds its mvee/) in the same "
+                             "runs, with its own defaults: a before/after")
     options = parser.parse_args(argv)
     quick = options.quick
-    options.runs = options.runs if options.runs is not None else (1 if quick else 3)
+    options.runs = options.runs if options.runs is not None else (1 if quick else 5)
     options.size_mb = options.size_mb if options.size_mb is not None else (2 if quick else 50)
     options.writes = options.writes if options.writes is not None else (5000 if quick else 200000)
     options.children = options.children if options.children is not None else (5 if quick else 50)
@@ -477,9 +640,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
+def byte_compile(package: Path) -> None:
+    """The monitor the runs start, byte-compiled as an installed one is."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=False,
+                   stdout=subprocess.DEVNULL)
+
+
 def run(options: argparse.Namespace) -> dict[str, Any]:
     if options.cpu is not None:
         os.sched_setaffinity(0, {options.cpu})
+    if options.tracing:
+        MVEE_OPTIONS[:] = ["--tracing", options.tracing]
+    if options.baseline:
+        if not (options.baseline / "mvee" / "__main__.py").is_file():
+            raise BenchError(f"--baseline {options.baseline}: no mvee/ there")
+        BASELINE[:] = [str(options.baseline.resolve())]
+        byte_compile(options.baseline / "mvee")
+    import mvee
+
+    byte_compile(Path(mvee.__file__).parent)
     with tempfile.TemporaryDirectory(prefix="mvee-bench-") as temporary:
         workdir = Path(temporary)
         results: dict[str, Any] = {
@@ -490,7 +669,11 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         }
         results["cpu_bound"] = bench_cpu(options, workdir)
         results["syscall_heavy"] = bench_syscalls(options, workdir)
+        results["tar"] = bench_tar(options, workdir)
         results["children"] = bench_children(options, workdir)
+    results["traced_by"] = sorted(TRACED_BY)
+    results["monitor"] = str(Path(mvee.__file__).parent)
+    results["baseline"] = BASELINE[0] if BASELINE else None
     return results
 
 

@@ -16,12 +16,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from mvee import report, waitloop
+from mvee import seccomp_filter, waitloop
 from mvee.forwarded import FORWARDED
 from mvee.monitor import Monitor
 from mvee.signal_executor import SignalOptions
 from mvee.signals import POLICIES
-from mvee.variant import StartError, Variant, kill_all, start
+from mvee.variant import PTRACE_SYSCALL, SECCOMP, StartError, Variant, kill_all, start
 from mvee.verdict import Outcome, Verdict
 
 EXIT_USAGE = 2
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"wait-loop timeout, calibrated on this machine (default {DEFAULT_WAIT_MS:g})")
     timeout.add_argument("--wait-loop-iterations", type=int, metavar="N",
                          help="wait-loop timeout as a fixed iteration count (Orchestra: 1000000000)")
+    run.add_argument("--tracing", choices=(SECCOMP, PTRACE_SYSCALL), default=SECCOMP,
+                     help="seccomp: a filter stops each variant only at the calls the monitor "
+                          "synchronises, once at the entry (ptrace-syscall where the kernel does not "
+                          "allow it); ptrace-syscall: a stop at every call's entry and exit "
+                          f"(default {SECCOMP}; the report says which each variant got)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="PROG and its arguments")
     return parser
 
@@ -98,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProgramError as error:
         print(f"mvee: {error}", file=sys.stderr)
         return error.exit_code
-    return _run(executables, program_argv, options.report, monitor_options)
+    use_filter = options.tracing == SECCOMP and seccomp_filter.kernel_supported()
+    return _run(executables, program_argv, options.report, monitor_options,
+                seccomp_filter.Filter() if use_filter else None)
 
 
 def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -152,6 +159,8 @@ def _find_executable(name: str) -> str:
 def _check_report_path(path: str | None) -> None:
     if path is None:
         return
+    from mvee import report  # only with --report: its imports cost a short run's start-up
+
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"report directory does not exist: {directory}")
@@ -168,12 +177,12 @@ def _check_report_path(path: str | None) -> None:
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,
-         options: SignalOptions) -> int:
+         options: SignalOptions, seccomp: seccomp_filter.Filter | None) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
     try:
         for index, executable in enumerate(executables):
-            variants.append(start(index, executable, program_argv))
+            variants.append(start(index, executable, program_argv, seccomp))
         monitor = Monitor(variants, options)
         outcome = monitor.run()
     except StartError as error:
@@ -187,5 +196,7 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
     if outcome.verdict is not Verdict.OK:
         print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
     if report_path:
+        from mvee import report
+
         report.write(report_path, report.build(outcome, variants))
     return outcome.exit_status

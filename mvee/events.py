@@ -1,19 +1,22 @@
 """Waiting for the variants' stops, each decoded once into a typed event.
 
-The monitor blocks SIGCHLD and the signals it forwards, and waits for them with
-sigtimedwait: a stop of any variant, a deadline, or a signal sent to the monitor all
-wake it, even while one variant sits in a long blocking syscall. A signal sent to
-the monitor from outside (a SIGTERM, a SIGUSR1) is forwarded here to every variant,
-every time, where it is synchronised like any other. The way out for a program that
-does not take them: a second SIGINT, SIGTERM or SIGHUP within `GIVE_UP_SECONDS` of
-one still undelivered ends the run (`Interrupted`). A terminal's ^C reached the
-variants already: it is not forwarded.
+One wait per stop: without a deadline the monitor blocks in waitpid itself. The
+signals it forwards stay blocked in every thread of the monitor, and a thread of
+their own takes them (sigwaitinfo), even while a variant sits in a long blocking
+syscall: a signal sent to the monitor from outside (a SIGTERM, a SIGUSR1) is
+forwarded to every variant, every time, where it is synchronised like any other.
+With a deadline (the signal algorithm's), the monitor waits for SIGCHLD with
+sigtimedwait instead. The way out for a program that does not take them: a second
+SIGINT, SIGTERM or SIGHUP within `GIVE_UP_SECONDS` of one still undelivered ends the
+run (`Interrupted`): the forwarding thread kills the variants, which ends the
+monitor's wait. A terminal's ^C reached the variants already: it is not forwarded.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Generator
@@ -153,19 +156,26 @@ class Interrupted(Exception):
 
 
 class Waiter:
-    """Waits for the variants' stops; a context manager that blocks the signals it hears."""
+    """Waits for the variants' stops; a context manager that blocks the signals it hears
+    and runs the thread that forwards the monitor's."""
 
     def __init__(self, variants: list[Variant]) -> None:
         self.by_pid = {v.pid: v for v in variants}  # every variant of every set
-        self.watched = {signal.SIGCHLD, *FORWARDED}
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
         self.last_forwarded: dict[int, float] = {}  # ending signal -> when, delivered or not
+        self.interrupted: int | None = None  # the ending signal that came twice
         self.previous_mask: set[signal.Signals] | None = None
         # Events taken for a set busy with a call, kept for it (mvee.monitor).
         self.held: dict[int, deque[Event]] = {}
         # Statuses of new processes whose creation the monitor has not seen yet.
         self.strays: dict[int, int] = {}
         self.births: list[CloneEvent] = []  # every creation seen, in order, until taken
+        self.forwarder: threading.Thread | None = None
+        self.closing = False
+        # Held while a signal goes to every process: a stop the monitor's wait returns is
+        # handled once it has gone to all (a set whose leader died of it finds its other
+        # variants with it pending, not yet unsent).
+        self.forwarding = threading.Lock()
 
     def add(self, variant: Variant) -> Event:
         """A new variant (a created process): watched from now on; its first stop."""
@@ -192,10 +202,17 @@ class Waiter:
         return None
 
     def __enter__(self) -> Waiter:
-        self.previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.watched)
+        # Blocked before the thread starts, so that it inherits the mask too.
+        self.previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *FORWARDED})
+        self.forwarder = threading.Thread(target=self._forward_signals, name="mvee-forwarder", daemon=True)
+        self.forwarder.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.forwarder is not None and self.forwarder.ident is not None:
+            self.closing = True
+            signal.pthread_kill(self.forwarder.ident, signal.SIGCONT)  # wakes it: it ends
+            self.forwarder.join()
         if self.previous_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.previous_mask)
 
@@ -214,6 +231,7 @@ class Waiter:
             if variant is None:
                 self.strays[found] = status  # a child whose parent's event is still to come
                 continue
+            variant.stops += 1
             event = self._event(variant, decode_status(status), skipped)
             if isinstance(event, CloneEvent):
                 self.births.append(event)
@@ -244,17 +262,20 @@ class Waiter:
     def _wait(self, pid: int, deadline: float | None) -> tuple[int, int]:
         """(pid, status) of the next stop, or (0, 0) at the deadline."""
         while True:
-            found, status = os.waitpid(pid, ptrace_api.WALL | os.WNOHANG)
+            if deadline is None:
+                found, status = os.waitpid(pid, ptrace_api.WALL)
+            else:
+                found, status = os.waitpid(pid, ptrace_api.WALL | os.WNOHANG)
+                timeout = deadline - time.monotonic()
+                if not found and timeout <= 0:
+                    return 0, 0
+            with self.forwarding:
+                pass  # a signal being forwarded has gone to every process
+            if self.interrupted is not None:
+                raise Interrupted(self.interrupted)
             if found:
                 return found, status
-            timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                return 0, 0
-            info = (signal.sigtimedwait(self.watched, timeout) if timeout is not None
-                    else signal.sigwaitinfo(self.watched))
-            # SI_KERNEL: generated by the kernel (a terminal's ^C): the variants got their own copy.
-            if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != SI_KERNEL:
-                self._forward(info.si_signo)
+            signal.sigtimedwait({signal.SIGCHLD}, timeout)
 
     def ended_by_forwarded(self, variant: Variant) -> bool:
         """It died of an ending signal that the monitor sent to every variant lately (a
@@ -266,17 +287,42 @@ class Waiter:
         """The variants took a signal of this number (delivered, or ignored by them)."""
         self.undelivered.pop(signum, None)
 
+    def _forward_signals(self) -> None:
+        """The forwarding thread: every signal sent to the monitor, until the run ends."""
+        while True:
+            info = signal.sigwaitinfo(FORWARDED)
+            if self.closing:
+                return
+            # SI_KERNEL: generated by the kernel (a terminal's ^C): the variants got their own copy.
+            if info.si_code != SI_KERNEL:
+                self._forward(info.si_signo)
+
     def _forward(self, signum: int) -> None:
         """A signal sent to the monitor goes to every variant, and is synchronised there."""
+        with self.forwarding:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
         if signum in _ENDING_SIGNALS:
             now = time.monotonic()
             forwarded = self.undelivered.get(signum)
             if forwarded is not None and now - forwarded < GIVE_UP_SECONDS:
-                raise Interrupted(signum)
+                self.interrupted = signum  # seen by the monitor's wait, which the deaths end
+                for variant in self._processes():
+                    variant.kill()
+                return
             self.undelivered[signum] = self.last_forwarded[signum] = now
-        for variant in self.by_pid.values():
-            if variant.alive and not variant.thread:  # a process's signal, once per process
+        for variant in self._processes():
+            try:
                 os.kill(variant.pid, signum)
+            except ProcessLookupError:
+                pass  # reaped meanwhile
+
+    def _processes(self) -> list[Variant]:
+        """Every live process of every set, once (not its threads). Called from the
+        forwarding thread while the monitor's adds variants: a copy of the dict's values,
+        taken at once."""
+        return [v for v in list(self.by_pid.values()) if v.alive and not v.thread]
 
     @staticmethod
     def _event(variant: Variant, stopped: Ending | Stopped, skipped: bool) -> Event:
@@ -290,6 +336,8 @@ class Waiter:
             stop = ptrace_api.syscall_info(pid)
             return SyscallEntry(variant, stop) if stop.op == ptrace_api.SYSCALL_INFO_ENTRY \
                 else SyscallExit(variant, stop)
+        if stopped.event == ptrace_api.PTRACE_EVENT_SECCOMP:  # the filter's stop at an entry
+            return SyscallEntry(variant, ptrace_api.syscall_info(pid))
         if stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             return ExecEvent(variant)
         if stopped.event in (ptrace_api.PTRACE_EVENT_FORK, ptrace_api.PTRACE_EVENT_VFORK,

@@ -1,10 +1,12 @@
 """Executing a call the variants agreed on, by its policy (mvee.syscall_spec.Policy).
 
 `LEADER` runs the call in variant 0 only: the others skip it (nr -1) and get its
-result and out-buffers. `LEADER_FIRST` (opens) runs it in the leader, then in the
-others without O_CREAT|O_EXCL|O_TRUNC. `EACH` runs it in every variant, with the
-leader's PID in an argument turned into each variant's own. A leader's call that a
-signal interrupted is mirrored into the others (mvee.signal_executor).
+result and out-buffers; a follower under the seccomp filter skips it at its one stop,
+after the leader's call, with the result already there (no exit stop).
+`LEADER_FIRST` (opens) runs it in the leader, then in the others without
+O_CREAT|O_EXCL|O_TRUNC. `EACH` runs it in every variant, with the leader's PID in an
+argument turned into each variant's own. A leader's call that a signal interrupted
+is mirrored into the others (mvee.signal_executor).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mvee.pids import PidMap
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
 from mvee.signals import Disposition
 from mvee.syscall_spec import Cookies, Policy, Syscall, signed
-from mvee.variant import Variant
+from mvee.variant import SECCOMP, Variant
 from mvee.verdict import Alarm, Verdict
 
 F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
@@ -60,8 +62,7 @@ class PolicyExecutor:
             result = yield from self._run_leader(calls[0])
             for follower in self.followers:
                 if engine.is_error(result) or (spec.follower_reaps_at and result == 0):
-                    ptrace_api.skip_syscall(follower.pid)
-                    self._finish_skipped(follower, calls[0], result)
+                    self._give_result(follower, calls[0], result, skipped=False)
                 else:
                     yield from self._run_follower(follower, result)
                     assert follower.call is not None
@@ -86,14 +87,15 @@ class PolicyExecutor:
                 self.signals.resume(variant)
 
     def _run_leader_only(self, call: Call, spec: Syscall) -> Waiting[None]:
-        for follower in self.followers:
+        skipped = [f for f in self.followers if f.traced_by != SECCOMP]  # on their way meanwhile
+        for follower in skipped:
             ptrace_api.skip_syscall(follower.pid)
         result = yield from self._run_leader(call)
         unshared = engine.leader_only_outputs(call, self.leader.memory, result)
         if unshared:  # the fd tables would differ from here on
             raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
         for follower in self.followers:
-            self._finish_skipped(follower, call, result)
+            self._give_result(follower, call, result, skipped=follower in skipped)
             if not follower.alive:
                 continue  # ended by a signal sent to all, as the leader was
             assert follower.call is not None
@@ -123,6 +125,18 @@ class PolicyExecutor:
         if interrupted_by_signal(exit_stop.return_value):
             self.signals.mirror_pending_timer_signals()
         return exit_stop.return_value
+
+    def _give_result(self, follower: Variant, call: Call, result: int, skipped: bool) -> None:
+        """The leader's result into a follower at its entry (`skipped`: on its way to the
+        exit of its skipped call already). Under the seccomp filter it is given at the
+        entry, without an exit stop, unless the leader's call was interrupted: its kernel
+        state is mirrored at the exit."""
+        if not skipped and follower.traced_by == SECCOMP and not interrupted_by_signal(result):
+            ptrace_api.skip_with_result(follower.pid, result)
+            return
+        if not skipped:
+            ptrace_api.skip_syscall(follower.pid)
+        self._finish_skipped(follower, call, result)
 
     def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
         """At the skipped call's exit: the leader's result, or its interrupted state."""

@@ -84,7 +84,7 @@ class Monitor:
 
     def _serve(self) -> Outcome:
         for variant in self.variants:  # released together from their exec stops
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
         while True:
             self._settle()
             if all(s.ended for s in self.sets):
@@ -156,8 +156,9 @@ class Monitor:
         return formed
 
     def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:
+        # The seccomp filter and the ptrace options are the kernel's, inherited by the child.
         variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name,
-                            thread=thread)
+                            thread=thread, traced_by=origin.traced_by)
                     for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
         variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
                                  thread)
@@ -169,7 +170,7 @@ class Monitor:
             if isinstance(first, Exited):
                 variant_set.executor.on_exit(variant)
             elif isinstance(first, SignalStop | GroupStop | CloneEvent):
-                ptrace_api.resume_to_syscall(variant.pid)  # without the SIGSTOP it started with
+                variant.run_on()  # without the SIGSTOP it started with
             else:
                 raise Alarm(Verdict.ERROR, f"internal error: a new process's first stop was {first}")
 

@@ -1,8 +1,10 @@
-"""The one module that talks to ptrace, wrapping python-ptrace's raw binding.
+"""The one module that talks to ptrace: libc's ptrace(2) through ctypes.
 
 python-ptrace has no PTRACE_SEIZE, PTRACE_O_EXITKILL or PTRACE_GET_SYSCALL_INFO
-and decides the ABI from the tracer; here every request goes through its raw
-``ptrace()`` call, so another binding could replace it in this file alone.
+and decides the ABI from the tracer, so only its raw ``ptrace()`` was ever used;
+importing it took a tenth of the monitor's start-up (it runs ldconfig to find libc,
+and loads logging), and its wrapper formats a message on every call. The same call
+is made here directly; every request goes through `_call`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import signal
 import struct
 from dataclasses import dataclass
 
-from ptrace.binding import func as _raw
-
 from mvee.abi import BY_AUDIT_ARCH, HOST, Abi
 
-PtraceError = _raw.PtraceError
+
+class PtraceError(Exception):
+    """A ptrace request failed: its errno, and the process it was made on."""
+
+    def __init__(self, errno: int, request: int, pid: int) -> None:
+        super().__init__(f"ptrace({request:#x}, pid {pid}): {os.strerror(errno)}")
+        self.errno = errno
+        self.pid = pid
 
 WALL = 0x40000000  # __WALL: wait for all children, os has no name for it
 
@@ -42,12 +49,15 @@ PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 0x100000
 
 PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
+PTRACE_EVENT_SECCOMP = 7
 
 SYSCALL_INFO_ENTRY = 1
 SYSCALL_INFO_EXIT = 2
+SYSCALL_INFO_SECCOMP = 3  # an entry, stopped by the seccomp filter: read as one
 
 _SIGINFO_SIZE = 128
 _SIGSET_SIZE = 8  # the kernel's sigset_t: 64 signals
@@ -57,6 +67,9 @@ _EXIT = struct.Struct("<qB")
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+_ptrace = _libc.ptrace
+_ptrace.restype = ctypes.c_long
+_ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t)
 
 
 @dataclass(slots=True)
@@ -73,16 +86,13 @@ class SyscallStop:
     is_error: bool = False
 
 
-def _word(value: int) -> int:
-    """A machine word as a C long. Debian's python3-ptrace uses its C binding (cptrace),
-    which converts arguments as signed and overflows on a word >= 2**(bits-1); the ctypes
-    binding (PyPI's wheel) masks a negative value back to the same unsigned word."""
-    value &= HOST.word_mask
-    return value - (HOST.word_mask + 1) if value > HOST.word_mask >> 1 else value
-
-
 def _call(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
-    return _raw.ptrace(request, pid, _word(addr), _word(data))
+    """One request; addr and data as machine words (a negative value, such as -1 for
+    orig_ax, as its two's complement). Raises PtraceError."""
+    result = _ptrace(request, pid, addr & HOST.word_mask, data & HOST.word_mask)
+    if result == -1:  # no request made here returns -1 but on an error (no PEEKs)
+        raise PtraceError(ctypes.get_errno(), request, pid)
+    return result
 
 
 def traceme_and_die_with_parent(parent: int) -> None:
@@ -96,14 +106,26 @@ def traceme_and_die_with_parent(parent: int) -> None:
 
 
 def set_options(pid: int) -> None:
-    options = (PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC
+    """Every option the monitor uses; PTRACE_O_TRACESECCOMP only matters to a tracee
+    under a seccomp filter (mvee.seccomp_filter)."""
+    options = (PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP
                | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE)
     _call(PTRACE_SETOPTIONS, pid, 0, options)
 
 
 def resume_to_syscall(pid: int, signal: int = 0) -> None:
-    """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`."""
+    """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`: from an
+    entry (or a seccomp stop), the exit of that call."""
     _call(PTRACE_SYSCALL, pid, 0, signal)
+
+
+def under_seccomp_filter(pid: int) -> bool:
+    """Whether a process runs under a seccomp filter (/proc/PID/status: Seccomp 2)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Seccomp:"):
+                return line.split()[1] == "2"
+    return False
 
 
 def skip_syscall(pid: int) -> None:
@@ -111,6 +133,13 @@ def skip_syscall(pid: int) -> None:
     resume to its exit."""
     poke_user(pid, "orig_ax", -1)
     resume_to_syscall(pid)
+
+
+def skip_with_result(pid: int, result: int) -> None:
+    """At a seccomp stop: the call is not run and returns `result`; the kernel leaves ax
+    alone for a skipped call, and there is no exit stop to wait for."""
+    poke_user(pid, "orig_ax", -1)
+    poke_user(pid, "ax", result)
 
 
 def cont(pid: int, signal: int = 0) -> None:
@@ -125,7 +154,7 @@ def syscall_info(pid: int) -> SyscallStop:
     raw = _info_buffer.raw
     op, arch, ip, sp = _SYSCALL_INFO.unpack_from(raw)
     abi = BY_AUDIT_ARCH[arch]
-    if op == SYSCALL_INFO_ENTRY:
+    if op in (SYSCALL_INFO_ENTRY, SYSCALL_INFO_SECCOMP):
         nr, *args = _ENTRY.unpack_from(raw, _SYSCALL_INFO.size)
         mask = abi.word_mask
         return SyscallStop(op, abi, ip, sp, nr=nr, args=tuple(a & mask for a in args))

@@ -26,6 +26,8 @@ def build(outcome: Outcome, variants: list[Variant]) -> dict[str, Any]:
                 "executable": v.executable,
                 "pid": v.pid,
                 "abi": v.abi_name or None,
+                "traced_by": v.traced_by,
+                "stops": v.stops,
                 "exit_status": v.exit_status,
                 "signal": signal.Signals(v.term_signal).name if v.term_signal else None,
             }

@@ -205,7 +205,7 @@ class SignalExecutor:
         variant.call = None
         self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
         self.signals.on_resumed(variant.index)
-        ptrace_api.resume_to_syscall(variant.pid, signum)
+        variant.run_on(signum)
 
     # --- what happens to the variants ---
 
@@ -216,7 +216,7 @@ class SignalExecutor:
         seam = self.seams[variant.index]
         self._let_through(variant)
         if self._in_loop_sleep(variant, stop.instruction_pointer):
-            ptrace_api.resume_to_syscall(variant.pid)  # the parked variant's own sleep
+            variant.run_on()  # the parked variant's own sleep
             return False
         seam.returned_from_handler = False
         if seam.rewound is not None:  # its restart code goes with a release at this entry
@@ -234,7 +234,7 @@ class SignalExecutor:
         if stop.signum == signal.SIGSTOP and seam.interrupts and stop.sender == os.getpid():
             seam.interrupts -= 1  # the monitor's own: it stopped the variant, no more
             self._let_through(variant)
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
             return
         if self.tsc.emulate(variant, regs, stop.signum, stop.si_code):  # a trapped rdtsc: resumed
             seam.returned_from_handler = False
@@ -253,7 +253,7 @@ class SignalExecutor:
         if self.own_instance(stop):
             mirrored = self._coalesced_copy(variant, stop.signum)
             if mirrored is None:
-                ptrace_api.resume_to_syscall(variant.pid)
+                variant.run_on()
                 return
             info = mirrored
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
@@ -494,7 +494,7 @@ class SignalExecutor:
             "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH,
             "ax": HOST.register(regs, "orig_ax"),
         }))
-        ptrace_api.resume_to_syscall(pid)
+        variant.run_on()
 
     def _in_loop_sleep(self, variant: Variant, instruction_pointer: int) -> bool:
         seam = self.seams[variant.index]
@@ -523,7 +523,7 @@ class SignalExecutor:
         seam.parked_regs = regs
         ptrace_api.set_regs(pid, HOST.with_registers(ptrace_api.get_regs(pid), seam.loop.park_registers(
             seam.loop_address, self.options.wait_loop_iterations)))
-        ptrace_api.resume_to_syscall(pid)
+        variant.run_on()
 
     def _release(self, variant: Variant, signum: int, info: bytes) -> None:
         """Deliver the signal; a parked variant first gets its syscall back."""
@@ -536,7 +536,7 @@ class SignalExecutor:
         seam.restart_code = -RestartCode.ERESTARTNOINTR
         if info:
             ptrace_api.set_siginfo(pid, info)
-        ptrace_api.resume_to_syscall(pid, signum)
+        variant.run_on(signum)
 
     def _unpark(self, variant: Variant) -> None:
         """Out of the wait loop with no signal: back at the skipped call, which runs again.
@@ -548,7 +548,7 @@ class SignalExecutor:
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
             "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH,
             "ax": HOST.register(regs, "orig_ax")}))
-        ptrace_api.resume_to_syscall(variant.pid)
+        variant.run_on()
 
     # --- interrupted calls ---
 

@@ -875,6 +875,9 @@ class Syscall:
     # (start, length): the call changes the mappings of that range (the wait-loop page
     # must not be among them).
     changes_mappings: tuple[str, str] | None = None
+    # (argument, bits): the call replaces existing mappings in that range only with those
+    # bits set (MAP_FIXED); without them it maps free space only.
+    replaces_when: tuple[str, int] | None = None
     # The policy instead of EACH when a Pid argument names a process outside the
     # variants (signalling it must happen once).
     foreign_process: Policy | None = None
@@ -916,6 +919,7 @@ class Syscall:
     sigpipe_unless_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     sets_disposition_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     changes_mappings_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    replaces_when_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     policy_cases_at: tuple[int, dict[int, Policy]] | None = field(init=False, repr=False, compare=False)
     follower_duplicates_at: tuple[int, int | None] | None = field(init=False, repr=False, compare=False)
     opens_at: tuple[int | None, int, int] | None = field(init=False, repr=False, compare=False)
@@ -949,6 +953,7 @@ class Syscall:
         object.__setattr__(self, "sigpipe_unless_at", bits_at(self.sigpipe_unless))
         object.__setattr__(self, "sets_disposition_at", pair_at(self.sets_disposition))
         object.__setattr__(self, "changes_mappings_at", pair_at(self.changes_mappings))
+        object.__setattr__(self, "replaces_when_at", bits_at(self.replaces_when))
         object.__setattr__(self, "policy_cases_at", self.policy_cases and (
             position(self.policy_cases[0]), self.policy_cases[1]))
         object.__setattr__(self, "follower_duplicates_at", self.follower_duplicates and (

@@ -69,6 +69,7 @@ X86_64_ONLY = ("x86_64",)
 
 AT_FD = Fd("dirfd")
 MAP_ANONYMOUS = 0x20
+MAP_FIXED = 0x10
 # What an open may do once only: the leader did it, the others open what it made.
 OPEN_ONCE_ONLY = ("flags", os.O_CREAT | os.O_EXCL | os.O_TRUNC)
 # Who changes mappings names the range it changes: the wait-loop page must stay out of it.
@@ -344,10 +345,10 @@ TABLE: list[Syscall] = [
     # i386's "mmap" (90) is old_mmap, whose one argument points to these six.
     Syscall("mmap", (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"),
                      Int("offset")), EACH, X86_64_ONLY, local_when=("flags", MAP_ANONYMOUS),
-            changes_mappings=RANGE),
+            changes_mappings=RANGE, replaces_when=("flags", MAP_FIXED)),
     Syscall("mmap2", (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"),
                       Int("pgoffset")), EACH, I386_ONLY, local_when=("flags", MAP_ANONYMOUS),
-            changes_mappings=RANGE),
+            changes_mappings=RANGE, replaces_when=("flags", MAP_FIXED)),
     Syscall("munmap", (Addr("addr"), Int("length")), LOCAL, changes_mappings=RANGE),
     Syscall("mprotect", (Addr("addr"), Int("length"), Flags("prot")), LOCAL, changes_mappings=RANGE),
     Syscall("madvise", (Addr("addr"), Int("length"), Int("advice")), LOCAL, changes_mappings=RANGE),

@@ -23,9 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
-
-from mvee import ptrace_api
+from mvee import cached, ptrace_api
 from mvee.abi import HOST
 from mvee.signals import SI_KERNEL
 from mvee.verdict import Alarm, Verdict
@@ -59,10 +57,9 @@ class _Reader:
     """rdtscp in the monitor, as a ctypes function over a page of keystone-made code."""
 
     def __init__(self) -> None:
-        mode = KS_MODE_64 if HOST.word_size == 8 else KS_MODE_32
-        code, _ = Ks(KS_ARCH_X86, mode).asm(_READER_SOURCE[HOST.word_size])
+        code = cached.assemble(_READER_SOURCE[HOST.word_size], 8 * HOST.word_size)
         self.page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-        self.page.write(bytes(code))
+        self.page.write(code)
         address = ctypes.addressof(ctypes.c_char.from_buffer(self.page))
         self.function = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
         self.out = (ctypes.c_uint32 * 3)()
@@ -107,7 +104,7 @@ class TscEmulator:
         if instruction == RDTSCP:
             values["cx"] = reading.aux
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, values))
-        ptrace_api.resume_to_syscall(variant.pid)
+        variant.run_on()
         return True
 
     def disagreement(self) -> str | None:

@@ -14,6 +14,10 @@ from mvee.ptrace_api import Memory
 
 if TYPE_CHECKING:
     from mvee.engine import Call
+    from mvee.seccomp_filter import Filter
+
+SECCOMP = "seccomp"  # stops only where the filter says (mvee.seccomp_filter)
+PTRACE_SYSCALL = "ptrace-syscall"  # stops at every syscall's entry and exit
 
 
 class StartError(Exception):
@@ -36,10 +40,21 @@ class Variant:
     abi_name: str = ""
     call: Call | None = None  # the call it waits at, decoded, while at a syscall entry
     thread: bool = False  # a thread (CLONE_THREAD) of another variant's process
+    traced_by: str = PTRACE_SYSCALL  # SECCOMP or PTRACE_SYSCALL; a child inherits its parent's
+    stops: int = 0  # ptrace stops the monitor handled
 
     @property
     def alive(self) -> bool:
         return not self.ended
+
+    def run_on(self, signum: int = 0) -> None:
+        """Resume it towards its next syscall entry the monitor sees (delivering `signum`);
+        from a syscall entry, without a stop at that call's exit where it can do without
+        (PTRACE_SYSCALL stops there; the exit of a call resumed here is ignored)."""
+        if self.traced_by == SECCOMP:
+            ptrace_api.cont(self.pid, signum)
+        else:
+            ptrace_api.resume_to_syscall(self.pid, signum)
 
     def record_exit(self, ending: Ending) -> None:
         self.ended = True
@@ -96,8 +111,9 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                   signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def start(index: int, executable: str, argv: list[str]) -> Variant:
+def start(index: int, executable: str, argv: list[str], seccomp: Filter | None = None) -> Variant:
     """Fork a child that execs `executable` under ptrace; return it stopped after exec.
+    With `seccomp`, the child runs under that filter, if the kernel lets it.
 
     The child reports a failed execve's errno through a close-on-exec pipe, as
     subprocess does, so the monitor can say why a program did not start.
@@ -114,6 +130,8 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
             ptrace_api.traceme_and_die_with_parent(monitor)
             tsc.trap_in_this_process()  # its rdtsc is emulated (mvee.tsc)
             os.kill(os.getpid(), signal.SIGSTOP)
+            if seccomp is not None:  # after the stop: the options say to stop at its calls
+                seccomp.install()  # refused: the variant is traced with PTRACE_SYSCALL
             os.execv(executable, argv)
         except OSError as error:
             os.write(error_write, str(error.errno or 0).encode())
@@ -121,17 +139,26 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
             os._exit(127)
     os.close(error_write)
     try:
-        _, status = os.waitpid(pid, ptrace_api.WALL)
-        if not isinstance(decode_status(status), Stopped):
+        stopped = _stop_of(pid)
+        while isinstance(stopped, Stopped) and stopped.signum != signal.SIGSTOP:
+            # A signal that came before its own SIGSTOP (it is traced already): delivered.
+            ptrace_api.cont(pid, _delivered(stopped))
+            stopped = _stop_of(pid)
+        if not isinstance(stopped, Stopped):
             raise StartError(executable, _read_errno(error_read))
         ptrace_api.set_options(pid)
-        ptrace_api.cont(pid)
-        _, status = os.waitpid(pid, ptrace_api.WALL)
-        stopped = decode_status(status)
+        signum = 0
+        while True:  # past the filter's stops at the execve, and signals on the way
+            ptrace_api.cont(pid, signum)
+            stopped = _stop_of(pid)
+            if not isinstance(stopped, Stopped) or stopped.event not in (0, ptrace_api.PTRACE_EVENT_SECCOMP):
+                break
+            signum = _delivered(stopped) if stopped.event == 0 else 0
         if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             memory = Memory(pid)
             vdso.hide(pid, memory)  # its clock reads become syscalls (mvee.vdso)
-            return Variant(index, executable, pid, memory)
+            traced_by = SECCOMP if ptrace_api.under_seccomp_filter(pid) else PTRACE_SYSCALL
+            return Variant(index, executable, pid, memory, traced_by=traced_by)
         errno = _read_errno(error_read)
         _kill_and_reap(pid)
         raise StartError(executable, errno)
@@ -140,6 +167,20 @@ def start(index: int, executable: str, argv: list[str]) -> Variant:
         raise
     finally:
         os.close(error_read)
+
+
+_STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def _stop_of(pid: int) -> Ending | Stopped:
+    _, status = os.waitpid(pid, ptrace_api.WALL)
+    return decode_status(status)
+
+
+def _delivered(stopped: Stopped) -> int:
+    """The signal of a signal-delivery stop before the exec, to deliver: a stop signal is
+    not (the child would stop for good before it runs the program)."""
+    return 0 if stopped.signum in _STOP_SIGNALS else stopped.signum
 
 
 def _read_errno(fd: int) -> int:

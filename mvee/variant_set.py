@@ -99,7 +99,8 @@ class VariantSet:
         """The set in the report."""
         return {"set": self.number, "parent": self.parent.number if self.parent else None,
                 "thread": self.thread, "program": self.variants[0].executable,
-                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls}
+                "pids": [v.pid for v in self.variants], "syscalls": self.syscalls,
+                "traced_by": [v.traced_by for v in self.variants], "stops": [v.stops for v in self.variants]}
 
     # --- the call in progress ---
 
@@ -210,12 +211,12 @@ class VariantSet:
             self.executor.on_signal_stop(event)
         elif isinstance(event, events.SyscallExit | events.GroupStop | events.CloneEvent):
             # the exit of a LOCAL call or of an execve: nothing to synchronise
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
         elif isinstance(event, events.Exited):
             self.executor.on_exit(variant)
         elif isinstance(event, events.ExecEvent):
             self.executor.after_exec(variant)
-            ptrace_api.resume_to_syscall(variant.pid)
+            variant.run_on()
 
     def on_deadline(self, now: float) -> None:
         if self.call is None:
@@ -269,6 +270,9 @@ class VariantSet:
         loop_address = self.executor.loop_address(variant)
         if loop_address is None or call.spec is None or call.spec.changes_mappings_at is None:
             return
+        replaces = call.spec.replaces_when_at
+        if replaces and not call.args[replaces[0]] & replaces[1]:
+            return  # maps free space only: never over the page (the filter lets it run unseen)
         start, length = (call.args[i] for i in call.spec.changes_mappings_at)
         if start <= loop_address < start + length:
             raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "

@@ -5,22 +5,20 @@ a counted loop of `pause` instructions, which burns a CPU) or `sleep` (one nanos
 of the timeout, in the kernel: the signal interrupts it, and the variant uses no CPU
 while it waits). If the count or the sleep runs out, a trap instruction after it
 hands control back to the monitor: the variant is non-compliant. The code is
-assembled with keystone for each ABI.
+assembled with keystone for each ABI (mvee.cached keeps it between runs, and what
+is measured per boot: whether int 0x80 works, how fast the loop spins).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import mmap
 import os
 import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from keystone import KS_ARCH_X86, KS_MODE_32, KS_MODE_64, Ks
-
+from mvee import cached
 from mvee.abi import HOST, I386, Abi
 from mvee.events import Ending, decode_status
 
@@ -60,8 +58,7 @@ class LoopCode:
 
 
 def _assemble(source: str, abi: Abi) -> bytes:
-    encoding, _ = Ks(KS_ARCH_X86, KS_MODE_64 if abi.word_size == 8 else KS_MODE_32).asm(source)
-    return bytes(encoding or [])
+    return cached.assemble(source, 8 * abi.word_size)
 
 
 def traps_for(abi: Abi) -> tuple[str, ...]:
@@ -92,23 +89,6 @@ def loop_code(abi: Abi, trap: str, wait: str = "spin", sleep_ms: float = 1000.0)
 
 # --- per machine: does int 0x80 work, and how fast does the loop spin ---
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MVEE_LAB_CACHE", Path.home() / ".cache" / "mvee-lab"))
-
-
-def _machine_key() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = "unknown"
-    return f"{model}|{boot}|{HOST.name}"
-
-
 class _HostCode:
     """Host machine code in an executable mapping, callable through ctypes."""
 
@@ -121,10 +101,13 @@ class _HostCode:
 
 
 def int80_works() -> bool:
-    """Probe, in a child process: on kernels without IA-32 emulation `int 0x80` from
-    64-bit code raises SIGSEGV. A 32-bit monitor runs on a kernel that has it."""
-    if HOST.word_size == 4:
-        return True
+    """On kernels without IA-32 emulation `int 0x80` from 64-bit code raises SIGSEGV.
+    A 32-bit monitor runs on a kernel that has it. Probed once per boot."""
+    return HOST.word_size == 4 or bool(cached.per_boot("int80_works", _probe_int80))
+
+
+def _probe_int80() -> bool:
+    """Probe, in a child process."""
     probe = _HostCode(f"mov eax, {GETPID['int80']}; int 0x80; ret")
     pid = os.fork()
     if pid == 0:
@@ -144,23 +127,7 @@ def choose_trap(requested: str) -> str:
 
 def iterations_per_ms() -> float:
     """How many loop iterations make a millisecond here; measured once per boot of a machine."""
-    cache = _cache_dir() / "wait-loop-calibration.json"
-    key = _machine_key()
-    try:
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return float(cached["iterations_per_ms"])
-    except (OSError, ValueError, KeyError):
-        pass
-    rate = _measure()
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"key": key, "iterations_per_ms": rate}))
-        os.replace(temporary, cache)
-    except OSError:
-        pass  # a read-only home only costs a calibration per run
-    return rate
+    return float(cached.per_boot("iterations_per_ms", _measure))
 
 
 def _measure() -> float:

@@ -69,8 +69,8 @@ def _reference_problems(row: Syscall) -> list[str]:
             elif not row.args[at].by_value:
                 found.append(f"{row.name}.{kind.name}: {reference} {wanted!r} is not a number")
     attributes = {"local_when": 1, "follower_clears": 1, "sets_disposition": 2, "changes_mappings": 2,
-                  "sigpipe_unless": 1, "policy_cases": 1, "follower_duplicates": 2, "follower_reaps": 2,
-                  "local_in_threads": 1}
+                  "replaces_when": 1, "sigpipe_unless": 1, "policy_cases": 1, "follower_duplicates": 2,
+                  "follower_reaps": 2, "local_in_threads": 1}
     for attribute, named in attributes.items():
         declared, resolved = getattr(row, attribute), getattr(row, f"{attribute}_at")
         if declared is None:
@@ -126,6 +126,10 @@ def _policy_problems(row: Syscall) -> list[str]:
                 found.append(f"{row.name} call {call}: {words} words for {len(selected.args)} arguments")
     if row.changes_mappings and not can_be_local:
         found.append(f"{row.name}: changes_mappings on a row that never runs LOCAL (the check is not made)")
+    if row.replaces_when and not (row.changes_mappings and row.local_when
+                                  and row.replaces_when[0] == row.local_when[0]):
+        found.append(f"{row.name}: replaces_when without changes_mappings and a local_when on the same "
+                     "argument (the seccomp filter tests one word)")
     if row.sets_disposition:
         signal_at, act_at = row.sets_disposition_at
         if row.policy is not Policy.EACH or type(row.args[signal_at]) is not Int or \
@@ -213,6 +217,8 @@ BROKEN_ROWS = {
                         "sigpipe_on_epipe on a EACH row"),
     "mappings never LOCAL": ([Syscall("mmap", _SIX, Policy.EACH, changes_mappings=("addr", "length"))],
                              "changes_mappings on a row that never runs LOCAL"),
+    "replaces without local_when": ([Syscall("mmap", _SIX, Policy.LOCAL, changes_mappings=("addr", "length"),
+                                             replaces_when=("flags", 0x10))], "replaces_when without"),
     "disposition of a pointer": ([Syscall("rt_sigaction", (Int("sig"), Addr("act")), Policy.EACH,
                                           sets_disposition=("sig", "act"))], "sets_disposition wants"),
     "foreign PID forgotten": ([Syscall("kill", (Pid("pid"), Int("sig")), Policy.EACH)],

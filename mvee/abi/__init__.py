@@ -8,7 +8,7 @@ from the monitor's own build. The monitor's ABI (``HOST``) decides the layout of
 
 from __future__ import annotations
 
-import platform
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -97,7 +97,7 @@ I386 = _make(i386)
 BY_AUDIT_ARCH: dict[int, Abi] = {X86_64.audit_arch: X86_64, I386.audit_arch: I386}
 BY_NAME: dict[str, Abi] = {X86_64.name: X86_64, I386.name: I386}
 
-_machine = platform.machine()
+_machine = os.uname().machine
 HOST: Abi = X86_64 if _machine == "x86_64" and struct.calcsize("P") == 8 else I386
 
 _USER_CS_64 = 0x33  # the code segment of 64-bit user code (__USER_CS)
