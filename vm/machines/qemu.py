@@ -13,7 +13,7 @@ then starts QEMU on a private copy of that file with ``-loadvm ready``
 every time, answering SSH in seconds instead of a cold boot's minute or more.
 ``QemuBackend(cold=True)`` boots every lease cold instead (benchmarks).
 
-One VM (``_vm``) lives in a run directory ``<cache>/run/<target>-<owner pid>-<n>/``:
+One VM (``run_vm``) lives in a run directory ``<cache>/run/<target>-<owner pid>-<n>/``:
 its disk, QEMU's serial console log, its human monitor's (HMP) unix socket and two
 pid files, QEMU's and its owner's; SSH reaches it through a free port on 127.0.0.1
 forwarded to the guest's port 22. Nothing is left behind when the owner goes away:
@@ -106,7 +106,7 @@ def restore(target: str, accelerator: str | None = None) -> Iterator[Machine]:
     """A VM of target started from its golden snapshot (made first if needed), for the block."""
     golden, spec, key = ensure_golden(target, accelerator)
     copy = ["cp", "--sparse=always", "--reflink=auto", str(golden)]
-    with _vm(spec, key, copy, RESTORE_DEADLINE_S, "restored", loadvm=SNAPSHOT_TAG) as (_, machine):
+    with run_vm(spec, key, copy, RESTORE_DEADLINE_S, "restored", loadvm=SNAPSHOT_TAG) as (_, machine):
         # The restored clock is the snapshot's: set it, so file times and logs make sense.
         machine.ssh.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30)
         yield machine
@@ -146,7 +146,7 @@ def cold_boot(target: str, accelerator: str | None = None) -> Iterator[tuple[Gue
     """target booted from scratch on a fresh overlay of its image, for the block."""
     image, spec = _image_and_spec(target, accelerator)
     overlay = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk)]
-    with _vm(spec, image.ssh_key, overlay, COLD_BOOT_DEADLINE_S, "cold") as vm:
+    with run_vm(spec, image.ssh_key, overlay, COLD_BOOT_DEADLINE_S, "cold") as vm:
         yield vm
 
 
@@ -197,7 +197,7 @@ def _image_and_spec(target: str, accelerator: str | None) -> tuple[BuiltImage, M
 
 
 @contextlib.contextmanager
-def _vm(spec: MachineSpec, key: Path, make_disk: list[str], deadline_s: float, how: str,
+def run_vm(spec: MachineSpec, key: Path, make_disk: list[str], deadline_s: float, how: str,
         loadvm: str | None = None) -> Iterator[tuple[Guest, Machine]]:
     """One VM for the block, once it answers SSH: a new run directory, its disk made by
     the command make_disk (the disk's path appended), QEMU started on it. At the end the
