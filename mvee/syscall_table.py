@@ -435,6 +435,24 @@ TABLE: list[Syscall] = [
     *(Syscall(name, (OutStruct("r", "int"), OutStruct("e", "int"), OutStruct("s", "int")), LEADER, I386_ONLY)
       for name in ("getresuid32", "getresgid32")),
     Syscall("getpriority", (Int("which"), Pid("who")), LEADER),
+    # Scheduling: each variant sets its own (nice, taskset, ionice); one outside the
+    # variants is set once, by the leader. Queries are the leader's.
+    Syscall("setpriority", (Int("which"), Pid("who"), Int("prio")), EACH, foreign_process=LEADER),
+    Syscall("nice", (Int("inc"),), EACH, I386_ONLY),
+    Syscall("ioprio_set", (Int("which"), Pid("who"), Int("ioprio")), EACH, foreign_process=LEADER),
+    Syscall("ioprio_get", (Int("which"), Pid("who")), LEADER),
+    Syscall("sched_setaffinity", (Pid("pid"), Int("cpusetsize"), InBuffer("mask", length="cpusetsize")),
+            EACH, foreign_process=LEADER),
+    Syscall("sched_setscheduler", (Pid("pid"), Int("policy"), InStruct("param", "int")), EACH,
+            foreign_process=LEADER),
+    Syscall("sched_setparam", (Pid("pid"), InStruct("param", "int")), EACH, foreign_process=LEADER),
+    Syscall("sched_getscheduler", (Pid("pid"),), LEADER),
+    Syscall("sched_getparam", (Pid("pid"), OutStruct("param", "int")), LEADER),
+    Syscall("sched_get_priority_max", (Int("policy"),), LEADER),
+    Syscall("sched_get_priority_min", (Int("policy"),), LEADER),
+    Syscall("sched_rr_get_interval", (Pid("pid"), OutStruct("interval", "timespec")), LEADER),
+    Syscall("sched_rr_get_interval_time64", (Pid("pid"), OutStruct("interval", "timespec64")), LEADER,
+            I386_ONLY),
     Syscall("uname", (OutStruct("buf", "utsname"),), LEADER),
     Syscall("sysinfo", (OutStruct("info", "sysinfo"),), LEADER),
     Syscall("getrandom", (OutBuffer("buf", length="buflen"), Int("buflen"), Flags("flags")), LEADER,
@@ -544,10 +562,7 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "set_mempolicy_home_node", "migrate_pages", "move_pages",
         "msync", "remap_file_pages",
         "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
-    "scheduling and I/O priorities are not supported yet": (
-        "setpriority", "nice", "sched_setaffinity", "sched_setparam", "sched_getparam", "sched_setscheduler",
-        "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
-        "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
+    "sched_setattr and sched_getattr are not supported yet": ("sched_setattr", "sched_getattr"),
     "not supported yet (no row)": (
         "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
         "readahead", "splice", "tee", "vmsplice", "sync_file_range", "inotify_init", "inotify_init1",
