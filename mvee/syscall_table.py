@@ -364,6 +364,9 @@ TABLE: list[Syscall] = [
     Syscall("munlock", (Addr("addr"), Int("length")), LOCAL),
     Syscall("mlockall", (Flags("flags"),), LOCAL),
     Syscall("munlockall", (), LOCAL),
+    # Writes back a shared file mapping's pages: the page cache holds them already, one
+    # copy for every variant that maps the file, so no variant sees a difference.
+    Syscall("msync", (Addr("addr"), Int("length"), Flags("flags")), LOCAL),
     Syscall("get_mempolicy", (Ignored("mode"), Ignored("nodemask"), Int("maxnode"), Addr("addr"),
                               Flags("flags")), LOCAL),
     Syscall("set_mempolicy", (Int("mode"), Ignored("nodemask"), Int("maxnode")), LOCAL),
@@ -558,10 +561,8 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "io_pgetevents_time64", "io_uring_setup", "io_uring_enter", "io_uring_register"),
     "a memfd's contents would exist in the leader only (its writes run there) while each "
     "variant maps its own: not supported": ("memfd_create", "memfd_secret"),
-    "page migration, msync and protection keys are not supported yet": (
-        "set_mempolicy_home_node", "migrate_pages", "move_pages",
-        "msync", "remap_file_pages",
-        "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
+    "page migration and protection keys are not supported yet": (
+        "set_mempolicy_home_node", "migrate_pages", "move_pages", "remap_file_pages", "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
     "sched_setattr and sched_getattr are not supported yet": ("sched_setattr", "sched_getattr"),
     "not supported yet (no row)": (
         "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
