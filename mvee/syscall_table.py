@@ -562,7 +562,8 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
     "a memfd's contents would exist in the leader only (its writes run there) while each "
     "variant maps its own: not supported": ("memfd_create", "memfd_secret"),
     "page migration and protection keys are not supported yet": (
-        "set_mempolicy_home_node", "migrate_pages", "move_pages", "remap_file_pages", "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
+        "set_mempolicy_home_node", "migrate_pages", "move_pages", "remap_file_pages", "pkey_alloc",
+        "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
     "sched_setattr and sched_getattr are not supported yet": ("sched_setattr", "sched_getattr"),
     "not supported yet (no row)": (
         "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
