@@ -198,6 +198,9 @@ TABLE: list[Syscall] = [
     Syscall("flock", (Fd("fd"), Int("operation")), LEADER),
     Syscall("pipe", (OutStruct("fds", "fd_pair"),), EACH),
     Syscall("pipe2", (OutStruct("fds", "fd_pair"), Flags("flags")), EACH),
+    # A pidfd of the variant's own counterpart of the process (asyncio waits for its
+    # children so since Python 3.12): readable when that one ends.
+    Syscall("pidfd_open", (Pid("pid"), Flags("flags")), EACH),
     Syscall("eventfd", (Int("initval"),), EACH),
     Syscall("eventfd2", (Int("initval"), Flags("flags")), EACH),
     Syscall("timerfd_create", (Int("clockid"), Flags("flags")), EACH),
@@ -533,7 +536,7 @@ BY_ABI: dict[str, dict[str, Syscall]] = {
 _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
     PROCESSES: (
         "waitid", "waitpid", "execveat", "get_robust_list", "get_thread_area", "modify_ldt", "kcmp",
-        "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
+        "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
         "process_vm_readv", "process_vm_writev", "ptrace", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
         "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
     "changing credentials is not supported: each variant would change its own, and a "
