@@ -199,8 +199,9 @@ TABLE: list[Syscall] = [
     Syscall("pipe", (OutStruct("fds", "fd_pair"),), EACH),
     Syscall("pipe2", (OutStruct("fds", "fd_pair"), Flags("flags")), EACH),
     # A pidfd of the variant's own counterpart of the process (asyncio waits for its
-    # children so since Python 3.12): readable when that one ends.
-    Syscall("pidfd_open", (Pid("pid"), Flags("flags")), EACH),
+    # children so since Python 3.12): readable when that one ends. Of a process outside
+    # the variants, each variant's own fd too: opening it acts on nothing.
+    Syscall("pidfd_open", (Pid("pid"), Flags("flags")), EACH, foreign_process=EACH),
     Syscall("eventfd", (Int("initval"),), EACH),
     Syscall("eventfd2", (Int("initval"), Flags("flags")), EACH),
     Syscall("timerfd_create", (Int("clockid"), Flags("flags")), EACH),

@@ -135,8 +135,9 @@ def _policy_problems(row: Syscall) -> list[str]:
         if row.policy is not Policy.EACH or type(row.args[signal_at]) is not Int or \
                 not isinstance(row.args[act_at], SigAction):
             found.append(f"{row.name}: sets_disposition wants an EACH row, an Int signal, a SigAction")
-    if row.policy in EACH_POLICIES and row.names_processes and row.foreign_process is not Policy.LEADER:
-        found.append(f"{row.name}: names processes and runs in each variant: foreign_process must be LEADER")
+    if row.policy in EACH_POLICIES and row.names_processes and row.foreign_process is None:
+        found.append(f"{row.name}: names processes and runs in each variant: foreign_process must say "
+                     "how one outside the variants is treated")
     if row.foreign_process and not (row.policy in EACH_POLICIES and row.names_processes):
         found.append(f"{row.name}: foreign_process on a row that does not name processes in each variant")
     if row.policy is Policy.UNSUPPORTED and (row.local_when or row.follower_clears or row.sigpipe_on_epipe
@@ -189,7 +190,7 @@ def test_the_policy_once_known_by_name_is_in_the_rows() -> None:
         "madvise", "mmap", "mmap2", "mprotect", "mremap", "munmap"]
     assert by_name["mremap"].changes_mappings_at == (0, 1)
     assert sorted(row.name for row in TABLE if row.foreign_process) == [
-        "ioprio_set", "kill", "prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler",
+        "ioprio_set", "kill", "pidfd_open", "prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler",
         "setpgid", "setpriority", "tgkill", "tkill"]
 
 
@@ -223,7 +224,7 @@ BROKEN_ROWS = {
     "disposition of a pointer": ([Syscall("rt_sigaction", (Int("sig"), Addr("act")), Policy.EACH,
                                           sets_disposition=("sig", "act"))], "sets_disposition wants"),
     "foreign PID forgotten": ([Syscall("kill", (Pid("pid"), Int("sig")), Policy.EACH)],
-                              "foreign_process must be LEADER"),
+                              "foreign_process must say"),
     "foreign PID without a PID": ([Syscall("sched_yield", (), Policy.EACH, foreign_process=Policy.LEADER)],
                                   "foreign_process on a row that does not name"),
     "unsupported with attributes": ([Syscall("fork", (Int("x"),), Policy.UNSUPPORTED, sigpipe_on_epipe=True)],
