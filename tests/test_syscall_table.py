@@ -190,8 +190,8 @@ def test_the_policy_once_known_by_name_is_in_the_rows() -> None:
         "madvise", "mmap", "mmap2", "mprotect", "mremap", "munmap"]
     assert by_name["mremap"].changes_mappings_at == (0, 1)
     assert sorted(row.name for row in TABLE if row.foreign_process) == [
-        "ioprio_set", "kill", "pidfd_open", "prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler",
-        "setpgid", "setpriority", "tgkill", "tkill"]
+        "ioprio_set", "kill", "pidfd_open", "prlimit64", "sched_setaffinity", "sched_setparam",
+        "sched_setscheduler", "setpgid", "setpriority", "tgkill", "tkill"]
 
 
 _SIX = (Addr("addr"), Int("length"), Flags("prot"), Flags("flags"), Fd("fd"), Int("offset"))
