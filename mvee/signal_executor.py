@@ -111,6 +111,9 @@ class SignalSeam:
     # variant waits at the very entry it was rewound to.
     restart_code: int = -RestartCode.ERESTARTNOINTR
     rewound: InterruptedCall | None = None  # rewound, not yet back in the kernel
+    # Held at a signal stop right after a call that the signal interrupted: the call, and
+    # the registers there, to rewind it with if it is let go without the signal.
+    held_in: tuple[InterruptedCall, bytes] | None = None
     # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
     # handler interrupted has not run an instruction since.
     returned_from_handler: bool = False
@@ -178,6 +181,11 @@ class SignalExecutor:
             elif isinstance(decision, Hold | Proceed):
                 pass  # it stays at its signal stop; at a syscall, the monitor goes on
             elif isinstance(decision, Suppress):
+                held_in = self.seams[variant.index].held_in
+                if held_in is not None:
+                    # Without the signal it re-enters the call (restart_syscall after a sleep);
+                    # the code says how the call ends when the signal comes there.
+                    self._rewind(variant, BY_NAME[variant.abi_name], *held_in)
                 self.resume(variant)
             elif isinstance(decision, Park):
                 variant.call = None
@@ -203,7 +211,9 @@ class SignalExecutor:
     def resume(self, variant: Variant, signum: int = 0) -> None:
         """Let a stopped variant run on to its next syscall stop."""
         variant.call = None
-        self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        seam = self.seams[variant.index]
+        seam.restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        seam.held_in = None
         self.signals.on_resumed(variant.index)
         variant.run_on(signum)
 
@@ -267,16 +277,13 @@ class SignalExecutor:
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
         self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
+        seam.held_in = (interrupted, regs) if interrupted else None
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
-                                           after_handler, self_sent)
-        if Suppress(variant.index) in decisions:
-            if interrupted:
-                # Without the signal it re-enters the call (restart_syscall after a sleep); the
-                # code says how the call ends when the signal comes there.
-                self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
-            elif (not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
-                  and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
-                self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
+                                           after_handler, at_call_exit=self_sent or interrupted is not None)
+        if Suppress(variant.index) in decisions and not interrupted and (
+                not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
+                and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
+            self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
 
     @staticmethod
@@ -528,7 +535,7 @@ class SignalExecutor:
     def _release(self, variant: Variant, signum: int, info: bytes) -> None:
         """Deliver the signal; a parked variant first gets its syscall back."""
         seam = self.seams[variant.index]
-        seam.rewound = None
+        seam.rewound = seam.held_in = None
         pid = variant.pid
         if seam.parked_regs is not None:
             ptrace_api.set_regs(pid, HOST.with_registers(seam.parked_regs, {"ax": seam.restart_code}))

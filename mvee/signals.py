@@ -304,18 +304,22 @@ class SignalCoordinator:
     # --- events ---
 
     def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
-                  after_handler: bool = False, self_sent: bool = False) -> list[Decision]:
+                  after_handler: bool = False, at_call_exit: bool = False) -> list[Decision]:
         """`after_handler`: the variant stopped right at the return from a handler
         (rt_sigreturn's exit), before the code the handler interrupted ran again.
-        `self_sent`: the variant sent it to itself (kill, raise): every variant does so at
-        the same synchronised call and stops at its exit, a common point already."""
+        `at_call_exit`: it stopped at the exit of a synchronised call, before an instruction
+        of its own: a call that sent the signal to itself (kill, raise), or one the signal
+        interrupted (a restart code). Every variant stops there: a common point already,
+        where it is held. (Set aside, it would be raised again at the call's next entry,
+        where a mask that only the call lifts, rt_sigsuspend's, blocks it: the call would
+        run, be interrupted, and come back, for good.)"""
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
         waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
         computing = now - self.last_rendezvous > 2 * self.converge_after
-        converges = self._converges(signum) and not self_sent and (waiting or not computing)
+        converges = self._converges(signum) and not at_call_exit and (waiting or not computing)
         if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
                              or converges or after_handler):
             if variant.has_pending(signum):

@@ -344,8 +344,8 @@ def test_statistics_count_each_way() -> None:
 
 def test_converge_a_self_sent_signal_is_delivered_at_the_call_that_sent_it() -> None:
     machine = coordinator(2, policy="converge")
-    assert machine.on_signal(0, USR1, info(0), 0.0, self_sent=True) == [Hold(0)]
-    assert machine.on_signal(1, USR1, info(1), 0.0, self_sent=True) == [Release(0, USR1, info(0), False),
+    assert machine.on_signal(0, USR1, info(0), 0.0, at_call_exit=True) == [Hold(0)]
+    assert machine.on_signal(1, USR1, info(1), 0.0, at_call_exit=True) == [Release(0, USR1, info(0), False),
                                                                        Release(1, USR1, info(1), False)]
 
 
