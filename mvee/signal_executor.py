@@ -40,6 +40,7 @@ from mvee.events import (
     WaitFor,
     Waiting,
 )
+from mvee.pids import PidMap
 from mvee.ptrace_api import SyscallStop
 from mvee.signals import (
     FAULT_SIGNALS,
@@ -151,8 +152,9 @@ class SignalOptions:
 
 
 class SignalExecutor:
-    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions) -> None:
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions, pids: PidMap) -> None:
         self.variants = variants
+        self.pids = pids
         self.waiter = waiter
         self.options = options
         self.signals = SignalCoordinator(len(variants), options.policy,
@@ -266,7 +268,8 @@ class SignalExecutor:
                 variant.run_on()
                 return
             info = mirrored
-        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
+        another_set = self._from_another_set(variant, si_code, stop.sender)
+        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, another_set):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
             elif not self.signals.merges_with_pending(0, stop.signum):
@@ -282,15 +285,23 @@ class SignalExecutor:
                                            after_handler, at_call_exit=self_sent or interrupted is not None)
         if Suppress(variant.index) in decisions and not interrupted and (
                 not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
-                and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
+                and not (variant.index > 0 and has_own_instances_dropped(stop.signum,
+                                                                         HOST.siginfo_sender(info)[0]))):
             self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
 
-    @staticmethod
-    def own_instance(stop: SignalStop) -> bool:
+    def own_instance(self, stop: SignalStop) -> bool:
         """A follower's own instance of a signal whose instances are the leader's, mirrored
         (`raised_by_leader_only`): dropped, it gets the leader's."""
-        return stop.variant.index > 0 and raised_by_leader_only(stop.signum, stop.si_code)
+        variant, si_code = stop.variant, stop.si_code
+        return variant.index > 0 and raised_by_leader_only(
+            stop.signum, si_code, self._from_another_set(variant, si_code, stop.sender))
+
+    def _from_another_set(self, variant: Variant, si_code: int, sender: int) -> bool:
+        """Whether kill() in another process of the same variant sent it to this process
+        (a thread's sets are left out: a process-directed signal picks its thread)."""
+        return (si_code == SI_USER and sender != variant.pid and not variant.thread
+                and sender in self.pids.virtual[variant.index])
 
     def on_handler_return(self) -> None:
         """Every variant ran rt_sigreturn: back from a signal handler."""
@@ -304,14 +315,15 @@ class SignalExecutor:
         interrupted state, waits for it), not at the leader's signal stop."""
         for info in ptrace_api.pending_siginfos(self.variants[0].pid):
             signum = int.from_bytes(info[:4], "little")
-            si_code, _ = HOST.siginfo_sender(info)
-            if raised_by_leader_only(signum, si_code):
+            si_code, sender = HOST.siginfo_sender(info)
+            if raised_by_leader_only(signum, si_code,
+                                     self._from_another_set(self.variants[0], si_code, sender)):
                 self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
                 self._mirror_to_followers(signum, info)
 
     def _mirror_to_followers(self, signum: int, info: bytes) -> None:
-        """A signal of the leader's timers: each other variant gets it too, and its
-        handler sees the leader's siginfo."""
+        """A signal whose instances are the leader's (`raised_by_leader_only`): each other
+        variant gets it too, and its handler sees the leader's siginfo."""
         for follower in self.variants[1:]:
             if follower.alive:
                 queue = self.seams[follower.index].mirrored

@@ -54,21 +54,24 @@ FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _sig
                            _signal.SIGTRAP, _signal.SIGSYS})
 
 
-def has_own_instances_dropped(signum: int) -> bool:
+def has_own_instances_dropped(signum: int, si_code: int) -> bool:
     """A follower's kernel raises instances of its own that the monitor drops for the
-    leader's (SIGCHLD): blocked in it, one would merge with the leader's copy and take
-    that copy with it."""
-    return signum == _signal.SIGCHLD
+    leader's (SIGCHLD; a kill by another process of the variants: `si_code`, the leader's
+    instance's, is SI_USER): blocked in it, one would merge with the leader's copy and
+    take that copy with it."""
+    return signum == _signal.SIGCHLD or si_code == SI_USER
 
 
-def raised_by_leader_only(signum: int, si_code: int) -> bool:
+def raised_by_leader_only(signum: int, si_code: int, from_another_set: bool = False) -> bool:
     """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
-    alarm), or whose instances each variant's kernel counts its own way (SIGCHLD from a
-    child's end: two ends close together coalesce in one variant and not in another):
-    the monitor mirrors the leader's instances into the other variants, and their own
-    are dropped."""
+    alarm), or whose instances each variant's kernel counts its own way: SIGCHLD from a
+    child's end, and a kill by a process of another set (`from_another_set`: each
+    variant's own sender, in lockstep with the others, but the receivers take each
+    instance at a different point of their own): two close together coalesce in one
+    variant and not in another. The monitor mirrors the leader's instances into the
+    other variants, and their own are dropped."""
     return (si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
-            or (signum == _signal.SIGCHLD and si_code > 0))
+            or (signum == _signal.SIGCHLD and si_code > 0) or (si_code == SI_USER and from_another_set))
 
 
 class Disposition(enum.Enum):
