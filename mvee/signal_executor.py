@@ -115,6 +115,10 @@ class SignalSeam:
     # Held at a signal stop right after a call that the signal interrupted: the call, and
     # the registers there, to rewind it with if it is let go without the signal.
     held_in: tuple[InterruptedCall, bytes] | None = None
+    # The synchronised call it was last let go from (its number): a signal that interrupts
+    # it stops every variant at that call's exit. (A LOCAL call, a thread's futex, is
+    # made at a point of the variant's own.)
+    synchronised: int | None = None
     # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
     # handler interrupted has not run an instruction since.
     returned_from_handler: bool = False
@@ -210,12 +214,13 @@ class SignalExecutor:
                             f"{name} within the wait loop's {self.options.wait_loop_limit()}",
                             variant=decision.variant)
 
-    def resume(self, variant: Variant, signum: int = 0) -> None:
-        """Let a stopped variant run on to its next syscall stop."""
+    def resume(self, variant: Variant, signum: int = 0, synchronised: int | None = None) -> None:
+        """Let a stopped variant run on to its next syscall stop; `synchronised`: from the
+        exit of that agreed call."""
         variant.call = None
         seam = self.seams[variant.index]
         seam.restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
-        seam.held_in = None
+        seam.held_in, seam.synchronised = None, synchronised
         self.signals.on_resumed(variant.index)
         variant.run_on(signum)
 
@@ -281,8 +286,9 @@ class SignalExecutor:
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
         self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
         seam.held_in = (interrupted, regs) if interrupted else None
+        at_call_exit = self_sent or (interrupted is not None and interrupted.nr == seam.synchronised)
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
-                                           after_handler, at_call_exit=self_sent or interrupted is not None)
+                                           after_handler, at_call_exit)
         if Suppress(variant.index) in decisions and not interrupted and (
                 not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
                 and not (variant.index > 0 and has_own_instances_dropped(stop.signum,
