@@ -115,9 +115,10 @@ class SignalSeam:
     # Held at a signal stop right after a call that the signal interrupted: the call, and
     # the registers there, to rewind it with if it is let go without the signal.
     held_in: tuple[InterruptedCall, bytes] | None = None
-    # The synchronised call it was last let go from (its number): a signal that interrupts
-    # it stops every variant at that call's exit. (A LOCAL call, a thread's futex, is
-    # made at a point of the variant's own.)
+    # The synchronised call it was last let go from (its number), until its next syscall
+    # entry: a signal that interrupts it stops every variant at that call's exit, however
+    # often it is resumed there (a SIGCONT delivered, then the SIGINT behind it). A LOCAL
+    # call (a thread's futex) is made at a point of the variant's own.
     synchronised: int | None = None
     # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
     # handler interrupted has not run an instruction since.
@@ -220,7 +221,9 @@ class SignalExecutor:
         variant.call = None
         seam = self.seams[variant.index]
         seam.restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
-        seam.held_in, seam.synchronised = None, synchronised
+        seam.held_in = None
+        if synchronised is not None:
+            seam.synchronised = synchronised
         self.signals.on_resumed(variant.index)
         variant.run_on(signum)
 
@@ -236,6 +239,7 @@ class SignalExecutor:
             variant.run_on()  # the parked variant's own sleep
             return False
         seam.returned_from_handler = False
+        seam.synchronised = None  # another call
         if seam.rewound is not None:  # its restart code goes with a release at this entry
             seam.restart_code, seam.rewound = seam.rewound.code, None
         if self._at_loop_trap(variant, stop.instruction_pointer, after=True):
