@@ -84,7 +84,7 @@ class PolicyExecutor:
             self.own_files.after_call(calls[0], own_open, results)
         for variant in self.variants:
             if variant.alive:
-                self.signals.resume(variant)
+                self.signals.resume(variant, synchronised=calls[variant.index].nr)
 
     def _run_leader_only(self, call: Call, spec: Syscall) -> Waiting[None]:
         skipped = [f for f in self.followers if f.traced_by != SECCOMP]  # on their way meanwhile

@@ -40,6 +40,7 @@ from mvee.events import (
     WaitFor,
     Waiting,
 )
+from mvee.pids import PidMap
 from mvee.ptrace_api import SyscallStop
 from mvee.signals import (
     FAULT_SIGNALS,
@@ -111,6 +112,14 @@ class SignalSeam:
     # variant waits at the very entry it was rewound to.
     restart_code: int = -RestartCode.ERESTARTNOINTR
     rewound: InterruptedCall | None = None  # rewound, not yet back in the kernel
+    # Held at a signal stop right after a call that the signal interrupted: the call, and
+    # the registers there, to rewind it with if it is let go without the signal.
+    held_in: tuple[InterruptedCall, bytes] | None = None
+    # The synchronised call it was last let go from (its number), until its next syscall
+    # entry: a signal that interrupts it stops every variant at that call's exit, however
+    # often it is resumed there (a SIGCONT delivered, then the SIGINT behind it). A LOCAL
+    # call (a thread's futex) is made at a point of the variant's own.
+    synchronised: int | None = None
     # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
     # handler interrupted has not run an instruction since.
     returned_from_handler: bool = False
@@ -148,8 +157,9 @@ class SignalOptions:
 
 
 class SignalExecutor:
-    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions) -> None:
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions, pids: PidMap) -> None:
         self.variants = variants
+        self.pids = pids
         self.waiter = waiter
         self.options = options
         self.signals = SignalCoordinator(len(variants), options.policy,
@@ -178,6 +188,11 @@ class SignalExecutor:
             elif isinstance(decision, Hold | Proceed):
                 pass  # it stays at its signal stop; at a syscall, the monitor goes on
             elif isinstance(decision, Suppress):
+                held_in = self.seams[variant.index].held_in
+                if held_in is not None:
+                    # Without the signal it re-enters the call (restart_syscall after a sleep);
+                    # the code says how the call ends when the signal comes there.
+                    self._rewind(variant, BY_NAME[variant.abi_name], *held_in)
                 self.resume(variant)
             elif isinstance(decision, Park):
                 variant.call = None
@@ -200,10 +215,15 @@ class SignalExecutor:
                             f"{name} within the wait loop's {self.options.wait_loop_limit()}",
                             variant=decision.variant)
 
-    def resume(self, variant: Variant, signum: int = 0) -> None:
-        """Let a stopped variant run on to its next syscall stop."""
+    def resume(self, variant: Variant, signum: int = 0, synchronised: int | None = None) -> None:
+        """Let a stopped variant run on to its next syscall stop; `synchronised`: from the
+        exit of that agreed call."""
         variant.call = None
-        self.seams[variant.index].restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        seam = self.seams[variant.index]
+        seam.restart_code = -RestartCode.ERESTARTNOINTR  # counts at its entry only
+        seam.held_in = None
+        if synchronised is not None:
+            seam.synchronised = synchronised
         self.signals.on_resumed(variant.index)
         variant.run_on(signum)
 
@@ -219,6 +239,7 @@ class SignalExecutor:
             variant.run_on()  # the parked variant's own sleep
             return False
         seam.returned_from_handler = False
+        seam.synchronised = None  # another call
         if seam.rewound is not None:  # its restart code goes with a release at this entry
             seam.restart_code, seam.rewound = seam.rewound.code, None
         if self._at_loop_trap(variant, stop.instruction_pointer, after=True):
@@ -256,7 +277,8 @@ class SignalExecutor:
                 variant.run_on()
                 return
             info = mirrored
-        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
+        another_set = self._from_another_set(variant, si_code, stop.sender)
+        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, another_set):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
             elif not self.signals.merges_with_pending(0, stop.signum):
@@ -267,23 +289,29 @@ class SignalExecutor:
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
         self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
+        seam.held_in = (interrupted, regs) if interrupted else None
+        at_call_exit = self_sent or (interrupted is not None and interrupted.nr == seam.synchronised)
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
-                                           after_handler, self_sent)
-        if Suppress(variant.index) in decisions:
-            if interrupted:
-                # Without the signal it re-enters the call (restart_syscall after a sleep); the
-                # code says how the call ends when the signal comes there.
-                self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
-            elif (not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
-                  and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
-                self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
+                                           after_handler, at_call_exit)
+        if Suppress(variant.index) in decisions and not interrupted and (
+                not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
+                and not (variant.index > 0 and has_own_instances_dropped(stop.signum,
+                                                                         HOST.siginfo_sender(info)[0]))):
+            self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
 
-    @staticmethod
-    def own_instance(stop: SignalStop) -> bool:
+    def own_instance(self, stop: SignalStop) -> bool:
         """A follower's own instance of a signal whose instances are the leader's, mirrored
         (`raised_by_leader_only`): dropped, it gets the leader's."""
-        return stop.variant.index > 0 and raised_by_leader_only(stop.signum, stop.si_code)
+        variant, si_code = stop.variant, stop.si_code
+        return variant.index > 0 and raised_by_leader_only(
+            stop.signum, si_code, self._from_another_set(variant, si_code, stop.sender))
+
+    def _from_another_set(self, variant: Variant, si_code: int, sender: int) -> bool:
+        """Whether kill() in another process of the same variant sent it to this process
+        (a thread's sets are left out: a process-directed signal picks its thread)."""
+        return (si_code == SI_USER and sender != variant.pid and not variant.thread
+                and sender in self.pids.virtual[variant.index])
 
     def on_handler_return(self) -> None:
         """Every variant ran rt_sigreturn: back from a signal handler."""
@@ -297,14 +325,15 @@ class SignalExecutor:
         interrupted state, waits for it), not at the leader's signal stop."""
         for info in ptrace_api.pending_siginfos(self.variants[0].pid):
             signum = int.from_bytes(info[:4], "little")
-            si_code, _ = HOST.siginfo_sender(info)
-            if raised_by_leader_only(signum, si_code):
+            si_code, sender = HOST.siginfo_sender(info)
+            if raised_by_leader_only(signum, si_code,
+                                     self._from_another_set(self.variants[0], si_code, sender)):
                 self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
                 self._mirror_to_followers(signum, info)
 
     def _mirror_to_followers(self, signum: int, info: bytes) -> None:
-        """A signal of the leader's timers: each other variant gets it too, and its
-        handler sees the leader's siginfo."""
+        """A signal whose instances are the leader's (`raised_by_leader_only`): each other
+        variant gets it too, and its handler sees the leader's siginfo."""
         for follower in self.variants[1:]:
             if follower.alive:
                 queue = self.seams[follower.index].mirrored
@@ -528,7 +557,7 @@ class SignalExecutor:
     def _release(self, variant: Variant, signum: int, info: bytes) -> None:
         """Deliver the signal; a parked variant first gets its syscall back."""
         seam = self.seams[variant.index]
-        seam.rewound = None
+        seam.rewound = seam.held_in = None
         pid = variant.pid
         if seam.parked_regs is not None:
             ptrace_api.set_regs(pid, HOST.with_registers(seam.parked_regs, {"ax": seam.restart_code}))

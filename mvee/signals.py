@@ -54,21 +54,24 @@ FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _sig
                            _signal.SIGTRAP, _signal.SIGSYS})
 
 
-def has_own_instances_dropped(signum: int) -> bool:
+def has_own_instances_dropped(signum: int, si_code: int) -> bool:
     """A follower's kernel raises instances of its own that the monitor drops for the
-    leader's (SIGCHLD): blocked in it, one would merge with the leader's copy and take
-    that copy with it."""
-    return signum == _signal.SIGCHLD
+    leader's (SIGCHLD; a kill by another process of the variants: `si_code`, the leader's
+    instance's, is SI_USER): blocked in it, one would merge with the leader's copy and
+    take that copy with it."""
+    return signum == _signal.SIGCHLD or si_code == SI_USER
 
 
-def raised_by_leader_only(signum: int, si_code: int) -> bool:
+def raised_by_leader_only(signum: int, si_code: int, from_another_set: bool = False) -> bool:
     """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
-    alarm), or whose instances each variant's kernel counts its own way (SIGCHLD from a
-    child's end: two ends close together coalesce in one variant and not in another):
-    the monitor mirrors the leader's instances into the other variants, and their own
-    are dropped."""
+    alarm), or whose instances each variant's kernel counts its own way: SIGCHLD from a
+    child's end, and a kill by a process of another set (`from_another_set`: each
+    variant's own sender, in lockstep with the others, but the receivers take each
+    instance at a different point of their own): two close together coalesce in one
+    variant and not in another. The monitor mirrors the leader's instances into the
+    other variants, and their own are dropped."""
     return (si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
-            or (signum == _signal.SIGCHLD and si_code > 0))
+            or (signum == _signal.SIGCHLD and si_code > 0) or (si_code == SI_USER and from_another_set))
 
 
 class Disposition(enum.Enum):
@@ -304,18 +307,22 @@ class SignalCoordinator:
     # --- events ---
 
     def on_signal(self, index: int, signum: int, info: bytes, now: float, fault: bool = False,
-                  after_handler: bool = False, self_sent: bool = False) -> list[Decision]:
+                  after_handler: bool = False, at_call_exit: bool = False) -> list[Decision]:
         """`after_handler`: the variant stopped right at the return from a handler
         (rt_sigreturn's exit), before the code the handler interrupted ran again.
-        `self_sent`: the variant sent it to itself (kill, raise): every variant does so at
-        the same synchronised call and stops at its exit, a common point already."""
+        `at_call_exit`: it stopped at the exit of a synchronised call, before an instruction
+        of its own: a call that sent the signal to itself (kill, raise), or one the signal
+        interrupted (a restart code). Every variant stops there: a common point already,
+        where it is held. (Set aside, it would be raised again at the call's next entry,
+        where a mask that only the call lifts, rt_sigsuspend's, blocks it: the call would
+        run, be interrupted, and come back, for good.)"""
         variant = self.variants[index]
         if self.delivered_at_once(signum, fault):
             return [Deliver(index, signum)]
         arriving = self.current == signum
         waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
         computing = now - self.last_rendezvous > 2 * self.converge_after
-        converges = self._converges(signum) and not self_sent and (waiting or not computing)
+        converges = self._converges(signum) and not at_call_exit and (waiting or not computing)
         if not arriving and (self.policy == "at-syscall" or self.current is not None or self.someone_died
                              or converges or after_handler):
             if variant.has_pending(signum):

@@ -53,7 +53,7 @@ class VariantSet:
         pids.add([v.pid for v in variants])
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
-        self.executor = SignalExecutor(variants, waiter, options)
+        self.executor = SignalExecutor(variants, waiter, options, pids)
         self.signals = self.executor.signals
         self.policy = PolicyExecutor(variants, self.executor, pids)
         self.temp_names = TempNames(variants)

@@ -237,3 +237,68 @@ def test_sigchld_is_an_asynchronous_signal_to_the_parents_set(variants: str, run
     report = assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
     assert report["signals"]["delivered"] >= 1
     assert len(report["sets"]) == 6
+
+
+RUNS = 20  # a one-in-ten false alarm shows in nine of ten test runs
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+@pytest.mark.parametrize("abi", ABIS)
+def test_a_parent_that_signals_its_child_and_waits_in_sigsuspend(abi: str, variants: str, build_program,
+                                                                 run_mvee, tmp_path: Path) -> None:
+    """GNU timeout's and dash's way (tests/programs/kill_child.c): SIGCHLD blocked but in
+    sigsuspend, which its SIGCHLD interrupts in every variant, a common point where it is
+    delivered (set aside, it came back blocked at the call's next entry, again and again,
+    a thousand sigsuspends until a variant parked with it blocked: a non-compliance alarm);
+    and two kills of the child in a row, which its variants count as the leader's kernel
+    does."""
+    program = build_program("kill_child", abi)
+    expected = native([str(program)], tmp_path)
+    assert expected.stdout == b"got SIGUSR1: 1\nchild status 7\n"
+    for run in range(RUNS):
+        result = run_mvee("-n", variants, "--", str(program), cwd=tmp_path)
+        assert (result.returncode, result.stdout) == (0, expected.stdout), (run, result.stderr)
+        parent = result.report["sets"][0]
+        assert parent["syscalls"] < 100, (run, parent)  # a few sigsuspends at most, not a loop
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+def test_timeout_interrupts_a_python_child_and_reaps_it(variants: str, run_mvee, tmp_path: Path) -> None:
+    """`timeout -s INT` (coreutils): on expiry it sends SIGINT to the child, then to its
+    process group (the child may get two), then SIGCONT likewise, and waits for the child's
+    SIGCHLD in sigsuspend. The child, Python with a SIGINT handler, ends its sleep loop:
+    124, as natively, every time, without a loop of sigsuspends."""
+    child = tmp_path / "child.py"
+    child.write_text("import signal, time\n"
+                     "got = []\n"
+                     "signal.signal(signal.SIGINT, lambda *a: got.append(1))\n"
+                     "print('ready', flush=True)\n"
+                     "while not got:\n"
+                     "    time.sleep(0.01)\n"
+                     "print('interrupted')\n")
+    argv = ["/usr/bin/timeout", "-s", "INT", "1.5", PYTHON, str(child)]  # its handler set by then
+    expected = native(argv, tmp_path)
+    assert (expected.returncode, expected.stdout) == (124, b"ready\ninterrupted\n")
+    for run in range(RUNS):
+        result = run_mvee("-n", variants, "--", *argv, cwd=tmp_path)
+        assert (result.returncode, result.stdout) == (124, expected.stdout), (run, result.stderr)
+        assert result.report["sets"][0]["syscalls"] < 300, run  # no sigsuspend loop
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+def test_sh_signals_a_python_child_twice_and_waits(variants: str, run_mvee, tmp_path: Path) -> None:
+    """sh sends SIGUSR1 twice in a row to a Python child with a handler (the instances one
+    kernel coalesces, another may not: every variant takes the leader's) and waits for it."""
+    receiver = tmp_path / "receiver.py"
+    receiver.write_text("import signal, time\n"
+                        "got = []\n"
+                        "signal.signal(signal.SIGUSR1, lambda *a: got.append(1))\n"
+                        "open('ready', 'w').close()\n"
+                        "time.sleep(1)\n"
+                        "print('got', bool(got))\n")
+    script = (f"{PYTHON} {receiver} & while [ ! -e ready ]; do sleep 0.05; done; "
+              "kill -USR1 $!; kill -USR1 $!; wait $!; echo status $?")
+    for run in range(RUNS // 2):
+        (tmp_path / "ready").unlink(missing_ok=True)
+        result = run_mvee("-n", variants, "--", "/bin/sh", "-c", script, cwd=tmp_path)
+        assert (result.returncode, result.stdout) == (0, b"got True\nstatus 0\n"), (run, result.stderr)
