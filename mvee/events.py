@@ -14,6 +14,7 @@ monitor's wait. A terminal's ^C reached the variants already: it is not forwarde
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -162,7 +163,7 @@ class Waiter:
     def __init__(self, variants: list[Variant]) -> None:
         self.by_pid = {v.pid: v for v in variants}  # every variant of every set
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
-        self.last_forwarded: dict[int, float] = {}  # ending signal -> when, delivered or not
+        self.last_forwarded: dict[int, float] = {}  # signal -> when, delivered or not
         self.interrupted: int | None = None  # the ending signal that came twice
         self.previous_mask: set[signal.Signals] | None = None
         # Events taken for a set busy with a call, kept for it (mvee.monitor).
@@ -181,9 +182,13 @@ class Waiter:
         """A new variant (a created process): watched from now on; its first stop."""
         self.by_pid[variant.pid] = variant
         status = self.strays.pop(variant.pid, None)
-        if status is None:
-            _, status = os.waitpid(variant.pid, ptrace_api.WALL)
-        return self._event(variant, decode_status(status), False)
+        while True:
+            if status is None:
+                _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+            event = self._decoded(variant, status, False)
+            if event is not None:
+                return event
+            status = None
 
     def hold(self, event: Event) -> None:
         """Keep an event for whoever waits for its variant next."""
@@ -232,7 +237,9 @@ class Waiter:
                 self.strays[found] = status  # a child whose parent's event is still to come
                 continue
             variant.stops += 1
-            event = self._event(variant, decode_status(status), skipped)
+            event = self._decoded(variant, status, skipped)
+            if event is None:
+                continue
             if isinstance(event, CloneEvent):
                 self.births.append(event)
             return event
@@ -277,11 +284,15 @@ class Waiter:
                 return found, status
             signal.sigtimedwait({signal.SIGCHLD}, timeout)
 
-    def ended_by_forwarded(self, variant: Variant) -> bool:
-        """It died of an ending signal that the monitor sent to every variant lately (a
-        SIGTERM it got): the others got it too and die of it, alone in a call or not."""
-        sent = self.last_forwarded.get(variant.term_signal or 0)
+    def forwarded_lately(self, signum: int) -> bool:
+        """Whether the monitor got a signal of this number lately, and sent it on."""
+        sent = self.last_forwarded.get(signum)
         return sent is not None and time.monotonic() - sent < GIVE_UP_SECONDS
+
+    def ended_by_forwarded(self, variant: Variant) -> bool:
+        """It died of a signal that the monitor sent on lately (a SIGTERM it got): the
+        others got it too and die of it, alone in a call or not."""
+        return self.forwarded_lately(variant.term_signal or 0)
 
     def delivered(self, signum: int) -> None:
         """The variants took a signal of this number (delivered, or ignored by them)."""
@@ -303,26 +314,39 @@ class Waiter:
             self._send(signum)
 
     def _send(self, signum: int) -> None:
+        now = self.last_forwarded[signum] = time.monotonic()
         if signum in _ENDING_SIGNALS:
-            now = time.monotonic()
             forwarded = self.undelivered.get(signum)
             if forwarded is not None and now - forwarded < GIVE_UP_SECONDS:
                 self.interrupted = signum  # seen by the monitor's wait, which the deaths end
                 for variant in self._processes():
                     variant.kill()
                 return
-            self.undelivered[signum] = self.last_forwarded[signum] = now
+            self.undelivered[signum] = now
+        # To the leader's processes: each follower gets the leader's instance in the thread
+        # the leader's kernel picks for it (raised_by_leader_only), where it is synchronised.
         for variant in self._processes():
-            try:
-                os.kill(variant.pid, signum)
-            except ProcessLookupError:
-                pass  # reaped meanwhile
+            if variant.index == 0:
+                try:
+                    os.kill(variant.pid, signum)
+                except ProcessLookupError:
+                    pass  # reaped meanwhile
 
     def _processes(self) -> list[Variant]:
         """Every live process of every set, once (not its threads). Called from the
         forwarding thread while the monitor's adds variants: a copy of the dict's values,
         taken at once."""
         return [v for v in list(self.by_pid.values()) if v.alive and not v.thread]
+
+    def _decoded(self, variant: Variant, status: int, skipped: bool) -> Event | None:
+        """The event of a wait status; None for a stop whose details are gone: the task was
+        killed since (SIGKILL, its process's end), and its end comes next."""
+        try:
+            return self._event(variant, decode_status(status), skipped)
+        except ptrace_api.PtraceError as error:
+            if error.errno != errno.ESRCH:
+                raise
+            return None
 
     @staticmethod
     def _event(variant: Variant, stopped: Ending | Stopped, skipped: bool) -> Event:

@@ -124,6 +124,8 @@ class SignalSeam:
     cpu_at_hold: float | None = None  # its CPU time when it began running on, signals held back
     interrupts: int = 0  # SIGSTOPs sent to stop it while it ran with signals held back
     raise_when_stopped: list[int] = field(default_factory=list)  # signals to raise then
+    # At its current signal stop: the call the signal interrupted, and the registers there.
+    stopped_in_call: tuple[InterruptedCall, bytes] | None = None
 
 
 class InjectionError(Exception):
@@ -159,6 +161,9 @@ class SignalExecutor:
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
         self.tsc = TscEmulator(variants)
+        # It delivered a signal sent to all that ends the process (a SIGTERM the monitor
+        # got): the variants' processes are going down (mvee.variant_set.Process.ending).
+        self.delivered_ending = False
 
     # --- carrying out decisions ---
 
@@ -170,6 +175,8 @@ class SignalExecutor:
             if isinstance(decision, Deliver | Release):
                 self._let_through(variant)  # the handler's frame saves the program's own mask
             if isinstance(decision, Deliver):
+                self.delivered_ending |= (self.signals.kills(decision.signum)
+                                          and self.waiter.forwarded_lately(decision.signum))
                 if self.signals.runs_handler(decision.signum):
                     self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
                 # else (SIGCONT, an ignored signal) the kernel enters the rewound call again:
@@ -178,7 +185,7 @@ class SignalExecutor:
             elif isinstance(decision, Hold | Proceed):
                 pass  # it stays at its signal stop; at a syscall, the monitor goes on
             elif isinstance(decision, Suppress):
-                self.resume(variant)
+                self._set_aside(variant)
             elif isinstance(decision, Park):
                 variant.call = None
                 self._park(variant)
@@ -199,6 +206,17 @@ class SignalExecutor:
                 raise Alarm(Verdict.NON_COMPLIANT, f"variant {decision.variant} did not receive "
                             f"{name} within the wait loop's {self.options.wait_loop_limit()}",
                             variant=decision.variant)
+
+    def _set_aside(self, variant: Variant) -> None:
+        """Resume a variant from its signal stop without the signal. Just out of a call the
+        signal interrupted, it re-enters the call (restart_syscall after a sleep) rewound
+        by the monitor, now or after a Hold: its code says how the call ends when the
+        signal comes there (the kernel's own rewind would leave none)."""
+        stopped_in_call = self.seams[variant.index].stopped_in_call
+        if stopped_in_call is not None:
+            interrupted, regs = stopped_in_call
+            self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
+        self.resume(variant)
 
     def resume(self, variant: Variant, signum: int = 0) -> None:
         """Let a stopped variant run on to its next syscall stop."""
@@ -256,25 +274,22 @@ class SignalExecutor:
                 variant.run_on()
                 return
             info = mirrored
-        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code):
+        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, stop.sender == os.getpid()):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
             elif not self.signals.merges_with_pending(0, stop.signum):
                 self._mirror_to_followers(stop.signum, info)
             # else the instance the monitor raised again in the leader, or a new expiry
             # merged with the one it has set aside: the others have their copy already.
-        elif si_code == SI_USER and stop.sender == os.getpid():
+        elif si_code in (SI_USER, SI_TKILL) and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
-        self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
+        self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.tgid
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
                                            after_handler, self_sent)
-        if Suppress(variant.index) in decisions:
-            if interrupted:
-                # Without the signal it re-enters the call (restart_syscall after a sleep); the
-                # code says how the call ends when the signal comes there.
-                self._rewind(variant, BY_NAME[variant.abi_name], interrupted, regs)
-            elif (not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
+        seam.stopped_in_call = (interrupted, regs) if interrupted else None
+        if Suppress(variant.index) in decisions and not interrupted:
+            if (not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
                   and not (variant.index > 0 and has_own_instances_dropped(stop.signum))):
                 self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
         self.carry_out(decisions)
@@ -294,11 +309,14 @@ class SignalExecutor:
     def mirror_pending_timer_signals(self) -> None:
         """The leader's call was interrupted: by one of its timers' signals, the others
         must get it now (their own blocking call, or their copy of the leader's
-        interrupted state, waits for it), not at the leader's signal stop."""
-        for info in ptrace_api.pending_siginfos(self.variants[0].pid):
+        interrupted state, waits for it), not at the leader's signal stop. In a process
+        of several threads, only those sent to this thread: another may take the
+        process's own first (the call then restarts, in every variant alike)."""
+        leader = self.variants[0]
+        for info in ptrace_api.pending_siginfos(leader.pid, shared=ptrace_api.thread_count(leader.pid) == 1):
             signum = int.from_bytes(info[:4], "little")
-            si_code, _ = HOST.siginfo_sender(info)
-            if raised_by_leader_only(signum, si_code):
+            si_code, sender = HOST.siginfo_sender(info)
+            if raised_by_leader_only(signum, si_code, sender == os.getpid()):
                 self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
                 self._mirror_to_followers(signum, info)
 
@@ -312,7 +330,7 @@ class SignalExecutor:
                 # pending beside the one whose stop is on its way, so two siginfos are enough.
                 if signum >= SIGRTMIN or sum(queued == signum for queued, _ in queue) < 2:
                     queue.append((signum, info))
-                os.kill(follower.pid, signum)
+                follower.signal(signum)  # in the thread the leader's kernel picked
 
     def _coalesced_copy(self, variant: Variant, signum: int) -> bytes | None:
         """At a follower's own instance of a mirrored signal: the leader's siginfo if the
@@ -428,7 +446,7 @@ class SignalExecutor:
             ptrace_api.set_signal_mask(variant.pid, mask & ~seam.held_back)
             seam.held_back, seam.cpu_at_hold = 0, None
         for signum in dict.fromkeys(seam.raise_when_stopped):
-            os.kill(variant.pid, signum)
+            variant.signal(signum)
         seam.raise_when_stopped.clear()
         return True
 
@@ -458,7 +476,7 @@ class SignalExecutor:
         seam.raise_when_stopped.append(signum)
         if not self._let_through(variant) and not seam.interrupts:
             seam.interrupts += 1
-            os.kill(variant.pid, signal.SIGSTOP)
+            variant.signal(signal.SIGSTOP)
 
     # --- the wait loop ---
 

@@ -13,10 +13,11 @@ signal dispositions and files with the process's other sets.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from mvee import engine, events, ptrace_api
 from mvee.engine import Call
@@ -41,6 +42,11 @@ class Process:
     """What the sets of one process's threads share."""
 
     threaded: bool = False  # it has had threads: its monotonic clock reads are LOCAL
+    sets: list[VariantSet] = field(default_factory=list)  # the process's set, then its threads'
+    # Going down in every variant: it ran exit_group, or a signal sent to all (a SIGTERM
+    # the monitor got) killed a thread of it. Its threads then die one by one, each
+    # wherever the end finds it: a set half dead is the process's end, not a divergence.
+    ending: bool = False
 
 
 class VariantSet:
@@ -50,6 +56,7 @@ class VariantSet:
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
+        self.waiter = waiter
         self.pids = pids
         pids.add([v.pid for v in variants])
         self.syscalls = 0  # synchronised calls
@@ -65,10 +72,21 @@ class VariantSet:
         # Shared by the sets of one process's threads.
         self.process = parent.process if thread and parent else Process()
         self.process.threaded |= thread
+        self.process.sets.append(self)
 
     @property
     def ended(self) -> bool:
         return not any(v.alive for v in self.variants)
+
+    def process_ending(self) -> bool:
+        """Whether the set's process is going down (`Process.ending`), by what is known now:
+        a set of it delivered a signal sent to all that kills, or a variant died of one."""
+        if not self.process.ending:
+            self.process.ending = any(
+                s.executor.delivered_ending or any(self.waiter.ended_by_forwarded(v)
+                                                   for v in s.variants if not v.alive)
+                for s in self.process.sets)
+        return self.process.ending
 
     def inherit(self, parent: VariantSet) -> None:
         """A new set starts with its parents' signal dispositions, own files, epoll cookies
@@ -146,12 +164,14 @@ class VariantSet:
                 self.partial_since = time.monotonic()
             return False
         self.partial_since = None
-        if len(live) < len(self.variants):
+        ending = self.process_ending()  # no call runs then: every thread of it dies where it is
+        if ending or len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
-            if self.thread and self._process_exiting():
+            if (self.thread or ending) and self._process_exiting():
                 return False
-            raise early_exit_alarm(self.variants)
+            if len(live) < len(self.variants):
+                raise early_exit_alarm(self.variants)
         blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
                    else frozenset())
         decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
@@ -174,6 +194,7 @@ class VariantSet:
         if unsupported:
             raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
         self.syscalls += 1
+        self.process.ending |= bool(calls[0].spec and calls[0].spec.ends_process)
         self.start_call(self.policy.execute(calls))
         return True
 
@@ -190,13 +211,25 @@ class VariantSet:
 
     @contextmanager
     def _naming(self) -> Iterator[None]:
-        """An alarm of a set other than the first names it."""
+        """An alarm of a set other than the first names it. A set half dead because its
+        process is going down raises none: what was in progress ends with the process
+        (a call in progress too: variants it left at their entry wait there for their
+        end), and the monitor serves on."""
         try:
             yield
         except Alarm as alarm:
+            if self.process_ending():
+                self.call = self.waiting_for = None
+                return
             if self.number and not alarm.message.startswith("set "):
                 alarm.message = f"set {self.number}: {alarm.message}"
             raise
+        except ptrace_api.PtraceError as error:
+            # A variant gone under a ptrace call: killed with its process, its end to come.
+            if error.errno != errno.ESRCH or not any(v.pid == error.pid for v in self.variants) \
+                    or not self.process_ending():
+                raise
+            self.call = self.waiting_for = None
 
     def on_event(self, event: Event) -> None:
         """A stop of one of the set's variants while no call of the set is in progress."""
@@ -280,24 +313,31 @@ class VariantSet:
 
     def _process_exiting(self) -> bool:
         """A thread ended in some variants while its counterparts wait at a syscall: the
-        process's exit_group, run by another thread set, ends them too in a moment.
-        They are given `THREAD_EXIT_GRACE` to do so before it counts as an early exit."""
+        process's end (exit_group, run by another thread set, or a signal sent to all)
+        ends them too in a moment. They are given `THREAD_EXIT_GRACE` to do so before it
+        counts as an early exit."""
         now = time.monotonic()
         self.ended_early = self.ended_early or now
         return now < self.ended_early + THREAD_EXIT_GRACE
 
     def _dying_alike(self, live: list[Variant]) -> bool:
         """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
-        that the others, waiting at a syscall, have pending: they skip the call (it never
-        runs) and die of it on their way back to user space, as natively."""
+        that others, waiting at a syscall, have pending: they skip the call (it never
+        runs) and die of it on their way back to user space, as natively. (Those without
+        it pending die with their process, when another of its threads takes it.)"""
         killers = {v.term_signal for v in self.variants if not v.alive}
         if len(killers) != 1 or None in killers:
             return False
         signum = killers.pop()
         assert signum is not None
-        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
+        if self.signals.runs_handler(signum):
             return False
-        for variant in live:
-            ptrace_api.skip_syscall(variant.pid)
+        dying = [v for v in live if ptrace_api.signal_pending(v.pid, signum)]
+        for variant in dying:
+            try:
+                ptrace_api.skip_syscall(variant.pid)
+            except ptrace_api.PtraceError as error:
+                if error.errno != errno.ESRCH:
+                    raise  # else already on its way out: killed with its process
             self.signals.on_resumed(variant.index)
-        return True
+        return bool(dying)
