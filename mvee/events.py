@@ -4,7 +4,8 @@ One wait per stop: without a deadline the monitor blocks in waitpid itself. The
 signals it forwards stay blocked in every thread of the monitor, and a thread of
 their own takes them (sigwaitinfo), even while a variant sits in a long blocking
 syscall: a signal sent to the monitor from outside (a SIGTERM, a SIGUSR1) is
-forwarded to every variant, every time, where it is synchronised like any other.
+forwarded to the leader's processes, every time; the other variants get the leader's
+instance (mvee.signal_executor), and it is synchronised like any other.
 With a deadline (the signal algorithm's), the monitor waits for SIGCHLD with
 sigtimedwait instead. The way out for a program that does not take them: a second
 SIGINT, SIGTERM or SIGHUP within `GIVE_UP_SECONDS` of one still undelivered ends the
@@ -173,10 +174,6 @@ class Waiter:
         self.births: list[CloneEvent] = []  # every creation seen, in order, until taken
         self.forwarder: threading.Thread | None = None
         self.closing = False
-        # Held while a signal goes to every process: a stop the monitor's wait returns is
-        # handled once it has gone to all (a set whose leader died of it finds its other
-        # variants with it pending, not yet unsent).
-        self.forwarding = threading.Lock()
 
     def add(self, variant: Variant) -> Event:
         """A new variant (a created process): watched from now on; its first stop."""
@@ -276,8 +273,6 @@ class Waiter:
                 timeout = deadline - time.monotonic()
                 if not found and timeout <= 0:
                     return 0, 0
-            with self.forwarding:
-                pass  # a signal being forwarded has gone to every process
             if self.interrupted is not None:
                 raise Interrupted(self.interrupted)
             if found:
@@ -309,11 +304,7 @@ class Waiter:
                 self._forward(info.si_signo)
 
     def _forward(self, signum: int) -> None:
-        """A signal sent to the monitor goes to every variant, and is synchronised there."""
-        with self.forwarding:
-            self._send(signum)
-
-    def _send(self, signum: int) -> None:
+        """A signal sent to the monitor goes to the program, where it is synchronised."""
         now = self.last_forwarded[signum] = time.monotonic()
         if signum in _ENDING_SIGNALS:
             forwarded = self.undelivered.get(signum)

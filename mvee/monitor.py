@@ -180,7 +180,7 @@ class Monitor:
         """Every set ended: each alike in its variants, or a divergence; the run's status
         is the first set's."""
         for variant_set in self.sets[1:]:
-            if variant_set.thread and variant_set.process_ending():
+            if variant_set.thread and variant_set.process.ending:
                 continue  # its threads ended wherever the process's end found each
             outcome = final_outcome(variant_set.variants, 0, {})
             if outcome.verdict is not Verdict.OK:

@@ -24,6 +24,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mvee import engine, ptrace_api, vdso, waitloop
 from mvee.abi import BY_NAME, HOST, Abi, execution_mode
@@ -64,6 +65,9 @@ from mvee.tsc import TscEmulator
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
+
+if TYPE_CHECKING:
+    from mvee.variant_set import Process
 
 
 class RestartCode(enum.IntEnum):
@@ -150,7 +154,8 @@ class SignalOptions:
 
 
 class SignalExecutor:
-    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions) -> None:
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions,
+                 process: Process) -> None:
         self.variants = variants
         self.waiter = waiter
         self.options = options
@@ -161,9 +166,7 @@ class SignalExecutor:
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
         self.tsc = TscEmulator(variants)
-        # It delivered a signal sent to all that ends the process (a SIGTERM the monitor
-        # got): the variants' processes are going down (mvee.variant_set.Process.ending).
-        self.delivered_ending = False
+        self.process = process  # where its end is marked: a signal sent to all that kills it
 
     # --- carrying out decisions ---
 
@@ -175,8 +178,8 @@ class SignalExecutor:
             if isinstance(decision, Deliver | Release):
                 self._let_through(variant)  # the handler's frame saves the program's own mask
             if isinstance(decision, Deliver):
-                self.delivered_ending |= (self.signals.kills(decision.signum)
-                                          and self.waiter.forwarded_lately(decision.signum))
+                if self.signals.kills(decision.signum) and self.waiter.forwarded_lately(decision.signum):
+                    self.process.ending = True  # every variant got it: each goes down
                 if self.signals.runs_handler(decision.signum):
                     self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
                 # else (SIGCONT, an ignored signal) the kernel enters the rewound call again:
@@ -352,6 +355,8 @@ class SignalExecutor:
         return None
 
     def on_exit(self, variant: Variant) -> None:
+        if self.waiter.ended_by_forwarded(variant):
+            self.process.ending = True  # delivered where the monitor did not decide (alone in a call)
         self.carry_out(self.signals.on_exit(variant.index, time.monotonic()))
 
     def after_exec(self, variant: Variant) -> None:

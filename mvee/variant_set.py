@@ -17,7 +17,7 @@ import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from mvee import engine, events, ptrace_api
 from mvee.engine import Call
@@ -42,10 +42,9 @@ class Process:
     """What the sets of one process's threads share."""
 
     threaded: bool = False  # it has had threads: its monotonic clock reads are LOCAL
-    sets: list[VariantSet] = field(default_factory=list)  # the process's set, then its threads'
-    # Going down in every variant: it ran exit_group, or a signal sent to all (a SIGTERM
-    # the monitor got) killed a thread of it. Its threads then die one by one, each
-    # wherever the end finds it: a set half dead is the process's end, not a divergence.
+    # Going down in every variant: it ran exit_group, or a signal sent to the monitor that
+    # kills was delivered in it (mvee.signal_executor). Its threads then die one by one,
+    # each wherever the end finds it: a set half dead is the process's end, not a divergence.
     ending: bool = False
 
 
@@ -56,12 +55,14 @@ class VariantSet:
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
-        self.waiter = waiter
         self.pids = pids
         pids.add([v.pid for v in variants])
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
-        self.executor = SignalExecutor(variants, waiter, options)
+        # Shared by the sets of one process's threads.
+        self.process = parent.process if thread and parent else Process()
+        self.process.threaded |= thread
+        self.executor = SignalExecutor(variants, waiter, options, self.process)
         self.signals = self.executor.signals
         self.policy = PolicyExecutor(variants, self.executor, pids)
         self.temp_names = TempNames(variants)
@@ -69,24 +70,11 @@ class VariantSet:
         self.waiting_for: WaitFor | None = None  # what it waits for
         self.ended_early: float | None = None  # when a thread of the set ended before the others
         self.partial_since: float | None = None  # since when some variants wait at a rendezvous
-        # Shared by the sets of one process's threads.
-        self.process = parent.process if thread and parent else Process()
-        self.process.threaded |= thread
-        self.process.sets.append(self)
 
     @property
     def ended(self) -> bool:
         return not any(v.alive for v in self.variants)
 
-    def process_ending(self) -> bool:
-        """Whether the set's process is going down (`Process.ending`), by what is known now:
-        a set of it delivered a signal sent to all that kills, or a variant died of one."""
-        if not self.process.ending:
-            self.process.ending = any(
-                s.executor.delivered_ending or any(self.waiter.ended_by_forwarded(v)
-                                                   for v in s.variants if not v.alive)
-                for s in self.process.sets)
-        return self.process.ending
 
     def inherit(self, parent: VariantSet) -> None:
         """A new set starts with its parents' signal dispositions, own files, epoll cookies
@@ -164,7 +152,7 @@ class VariantSet:
                 self.partial_since = time.monotonic()
             return False
         self.partial_since = None
-        ending = self.process_ending()  # no call runs then: every thread of it dies where it is
+        ending = self.process.ending  # no call runs then: every thread of it dies where it is
         if ending or len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
@@ -218,7 +206,7 @@ class VariantSet:
         try:
             yield
         except Alarm as alarm:
-            if self.process_ending():
+            if self.process.ending:
                 self.call = self.waiting_for = None
                 return
             if self.number and not alarm.message.startswith("set "):
@@ -227,7 +215,7 @@ class VariantSet:
         except ptrace_api.PtraceError as error:
             # A variant gone under a ptrace call: killed with its process, its end to come.
             if error.errno != errno.ESRCH or not any(v.pid == error.pid for v in self.variants) \
-                    or not self.process_ending():
+                    or not self.process.ending:
                 raise
             self.call = self.waiting_for = None
 
