@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from mvee import engine, events, ptrace_api
@@ -52,6 +50,7 @@ class VariantSet:
     def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
                  options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
         self.number = number
+        self.naming = _SetNaming(self)  # the context of its work: its alarms name it
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
@@ -73,8 +72,7 @@ class VariantSet:
 
     @property
     def ended(self) -> bool:
-        return not any(v.alive for v in self.variants)
-
+        return all(v.ended for v in self.variants)
 
     def inherit(self, parent: VariantSet) -> None:
         """A new set starts with its parents' signal dispositions, own files, epoll cookies
@@ -121,7 +119,7 @@ class VariantSet:
 
     def _advance(self, event: Event | None, first: bool = False) -> None:
         assert self.call is not None
-        with self._naming():
+        with self.naming:
             try:
                 self.waiting_for = next(self.call) if first else self.call.send(event)
             except StopIteration:
@@ -132,7 +130,7 @@ class VariantSet:
     def step(self) -> bool:
         """At a rendezvous of the whole set: compare and start the agreed call. Whether
         anything was done."""
-        with self._naming():
+        with self.naming:
             return self._step()
 
     def _step(self) -> bool:
@@ -141,9 +139,9 @@ class VariantSet:
         live = [v for v in self.variants if v.alive]
         if not live:
             return False
-        wheres = {self.signals.where(v.index) for v in live}
-        if not wheres <= {Where.AT_SYSCALL}:
-            if not wheres & {Where.RUNNING, Where.PARKED}:
+        wheres = [self.signals.where(v.index) for v in live]  # a list: an enum's hash is slow
+        if any(where is not Where.AT_SYSCALL for where in wheres):
+            if Where.RUNNING not in wheres and Where.PARKED not in wheres:
                 raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
                             "stopped, none at a syscall")
             if Where.AT_SYSCALL not in wheres:
@@ -197,31 +195,9 @@ class VariantSet:
                                 else signed(call.args[position], 32))
         return replace(call, values=tuple(values))
 
-    @contextmanager
-    def _naming(self) -> Iterator[None]:
-        """An alarm of a set other than the first names it. A set half dead because its
-        process is going down raises none: what was in progress ends with the process
-        (a call in progress too: variants it left at their entry wait there for their
-        end), and the monitor serves on."""
-        try:
-            yield
-        except Alarm as alarm:
-            if self.process.ending:
-                self.call = self.waiting_for = None
-                return
-            if self.number and not alarm.message.startswith("set "):
-                alarm.message = f"set {self.number}: {alarm.message}"
-            raise
-        except ptrace_api.PtraceError as error:
-            # A variant gone under a ptrace call: killed with its process, its end to come.
-            if error.errno != errno.ESRCH or not any(v.pid == error.pid for v in self.variants) \
-                    or not self.process.ending:
-                raise
-            self.call = self.waiting_for = None
-
     def on_event(self, event: Event) -> None:
         """A stop of one of the set's variants while no call of the set is in progress."""
-        with self._naming():
+        with self.naming:
             self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
@@ -241,7 +217,7 @@ class VariantSet:
 
     def on_deadline(self, now: float) -> None:
         if self.call is None:
-            with self._naming():
+            with self.naming:
                 self.executor.on_deadline(now)
                 if self.partial_since is not None and now >= self.partial_since + STALL_SECONDS:
                     self._check_stall()
@@ -329,3 +305,31 @@ class VariantSet:
                     raise  # else already on its way out: killed with its process
             self.signals.on_resumed(variant.index)
         return bool(dying)
+
+
+class _SetNaming:
+    """The context of a set's work (a class, not @contextmanager: it is entered several
+    times per syscall): an alarm of a set other than the first names it. A set whose
+    process is going down raises none, for an alarm or for a ptrace call that found one
+    of its variants gone (killed with the process, its end to come): what was in
+    progress ends with the process (a call in progress too: variants it left at their
+    entry wait there for their end), and the monitor serves on."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: VariantSet) -> None:
+        self.owner = owner
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> bool:
+        owner = self.owner
+        if owner.process.ending and (isinstance(error, Alarm) or (
+                isinstance(error, ptrace_api.PtraceError) and error.errno == errno.ESRCH
+                and any(v.pid == error.pid for v in owner.variants))):
+            owner.call = owner.waiting_for = None
+            return True
+        if isinstance(error, Alarm) and owner.number and not error.message.startswith("set "):
+            error.message = f"set {owner.number}: {error.message}"
+        return False
