@@ -4,7 +4,8 @@ One wait per stop: without a deadline the monitor blocks in waitpid itself. The
 signals it forwards stay blocked in every thread of the monitor, and a thread of
 their own takes them (sigwaitinfo), even while a variant sits in a long blocking
 syscall: a signal sent to the monitor from outside (a SIGTERM, a SIGUSR1) is
-forwarded to every variant, every time, where it is synchronised like any other.
+forwarded to the leader's processes, every time; the other variants get the leader's
+instance (mvee.signal_executor), and it is synchronised like any other.
 With a deadline (the signal algorithm's), the monitor waits for SIGCHLD with
 sigtimedwait instead. The way out for a program that does not take them: a second
 SIGINT, SIGTERM or SIGHUP within `GIVE_UP_SECONDS` of one still undelivered ends the
@@ -14,6 +15,7 @@ monitor's wait. A terminal's ^C reached the variants already: it is not forwarde
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -162,7 +164,7 @@ class Waiter:
     def __init__(self, variants: list[Variant]) -> None:
         self.by_pid = {v.pid: v for v in variants}  # every variant of every set
         self.undelivered: dict[int, float] = {}  # ending signal -> when it was forwarded
-        self.last_forwarded: dict[int, float] = {}  # ending signal -> when, delivered or not
+        self.last_forwarded: dict[int, float] = {}  # signal -> when, delivered or not
         self.interrupted: int | None = None  # the ending signal that came twice
         self.previous_mask: set[signal.Signals] | None = None
         # Events taken for a set busy with a call, kept for it (mvee.monitor).
@@ -172,18 +174,18 @@ class Waiter:
         self.births: list[CloneEvent] = []  # every creation seen, in order, until taken
         self.forwarder: threading.Thread | None = None
         self.closing = False
-        # Held while a signal goes to every process: a stop the monitor's wait returns is
-        # handled once it has gone to all (a set whose leader died of it finds its other
-        # variants with it pending, not yet unsent).
-        self.forwarding = threading.Lock()
 
     def add(self, variant: Variant) -> Event:
         """A new variant (a created process): watched from now on; its first stop."""
         self.by_pid[variant.pid] = variant
         status = self.strays.pop(variant.pid, None)
-        if status is None:
-            _, status = os.waitpid(variant.pid, ptrace_api.WALL)
-        return self._event(variant, decode_status(status), False)
+        while True:
+            if status is None:
+                _, status = os.waitpid(variant.pid, ptrace_api.WALL)
+            event = self._decoded(variant, status, False)
+            if event is not None:
+                return event
+            status = None
 
     def hold(self, event: Event) -> None:
         """Keep an event for whoever waits for its variant next."""
@@ -237,7 +239,9 @@ class Waiter:
                 self.strays[found] = status  # a child whose parent's event is still to come
                 continue
             variant.stops += 1
-            event = self._event(variant, decode_status(status), skipped)
+            event = self._decoded(variant, status, skipped)
+            if event is None:
+                continue
             if isinstance(event, CloneEvent):
                 self.births.append(event)
             return event
@@ -274,19 +278,21 @@ class Waiter:
                 timeout = deadline - time.monotonic()
                 if not found and timeout <= 0:
                     return 0, 0
-            with self.forwarding:
-                pass  # a signal being forwarded has gone to every process
             if self.interrupted is not None:
                 raise Interrupted(self.interrupted)
             if found:
                 return found, status
             signal.sigtimedwait({signal.SIGCHLD}, timeout)
 
-    def ended_by_forwarded(self, variant: Variant) -> bool:
-        """It died of an ending signal that the monitor sent to every variant lately (a
-        SIGTERM it got): the others got it too and die of it, alone in a call or not."""
-        sent = self.last_forwarded.get(variant.term_signal or 0)
+    def forwarded_lately(self, signum: int) -> bool:
+        """Whether the monitor got a signal of this number lately, and sent it on."""
+        sent = self.last_forwarded.get(signum)
         return sent is not None and time.monotonic() - sent < GIVE_UP_SECONDS
+
+    def ended_by_forwarded(self, variant: Variant) -> bool:
+        """It died of a signal that the monitor sent on lately (a SIGTERM it got): the
+        others got it too and die of it, alone in a call or not."""
+        return self.forwarded_lately(variant.term_signal or 0)
 
     def delivered(self, signum: int) -> None:
         """The variants took a signal of this number (delivered, or ignored by them)."""
@@ -303,31 +309,40 @@ class Waiter:
                 self._forward(info.si_signo)
 
     def _forward(self, signum: int) -> None:
-        """A signal sent to the monitor goes to every variant, and is synchronised there."""
-        with self.forwarding:
-            self._send(signum)
-
-    def _send(self, signum: int) -> None:
+        """A signal sent to the monitor goes to the program, where it is synchronised."""
+        now = self.last_forwarded[signum] = time.monotonic()
         if signum in _ENDING_SIGNALS:
-            now = time.monotonic()
             forwarded = self.undelivered.get(signum)
             if forwarded is not None and now - forwarded < GIVE_UP_SECONDS:
                 self.interrupted = signum  # seen by the monitor's wait, which the deaths end
                 for variant in self._processes():
                     variant.kill()
                 return
-            self.undelivered[signum] = self.last_forwarded[signum] = now
+            self.undelivered[signum] = now
+        # To the leader's processes: each follower gets the leader's instance in the thread
+        # the leader's kernel picks for it (raised_by_leader_only), where it is synchronised.
         for variant in self._processes():
-            try:
-                os.kill(variant.pid, signum)
-            except ProcessLookupError:
-                pass  # reaped meanwhile
+            if variant.index == 0:
+                try:
+                    os.kill(variant.pid, signum)
+                except ProcessLookupError:
+                    pass  # reaped meanwhile
 
     def _processes(self) -> list[Variant]:
         """Every live process of every set, once (not its threads). Called from the
         forwarding thread while the monitor's adds variants: a copy of the dict's values,
         taken at once."""
         return [v for v in list(self.by_pid.values()) if v.alive and not v.thread]
+
+    def _decoded(self, variant: Variant, status: int, skipped: bool) -> Event | None:
+        """The event of a wait status; None for a stop whose details are gone: the task was
+        killed since (SIGKILL, its process's end), and its end comes next."""
+        try:
+            return self._event(variant, decode_status(status), skipped)
+        except ptrace_api.PtraceError as error:
+            if error.errno != errno.ESRCH:
+                raise
+            return None
 
     @staticmethod
     def _event(variant: Variant, stopped: Ending | Stopped, skipped: bool) -> Event:

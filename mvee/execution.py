@@ -96,15 +96,13 @@ class PolicyExecutor:
             raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
         for follower in self.followers:
             self._give_result(follower, call, result, skipped=follower in skipped)
-            if not follower.alive:
-                continue  # ended by a signal sent to all, as the leader was
             assert follower.call is not None
             engine.replicate_outputs(call, self.leader.memory, follower.call, follower.memory, result,
                                      self.cookies[follower.index])
             unless = spec.sigpipe_unless_at
             if result == -errno.EPIPE and spec.sigpipe_on_epipe and not (
                     unless and call.args[unless[0]] & unless[1]):
-                os.kill(follower.pid, signal.SIGPIPE)  # the leader's kernel raised one
+                follower.signal(signal.SIGPIPE)  # the leader's kernel raised one, in that thread
 
     def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
         act = call.values[act_at]
@@ -118,8 +116,6 @@ class PolicyExecutor:
         ptrace_api.resume_to_syscall(self.leader.pid)
         exit_stop = yield from self.signals.exit_of(self.leader)
         if exit_stop is None:
-            if self.signals.waiter.ended_by_forwarded(self.leader):
-                return -errno.EINTR  # never seen: the others die of it on their way back
             raise Alarm(Verdict.DIVERGENCE, f"variant 0 {self.leader.termination()} in {call.name} "
                         "while the others wait at it", variant=0)
         if interrupted_by_signal(exit_stop.return_value):
@@ -141,8 +137,6 @@ class PolicyExecutor:
     def _finish_skipped(self, variant: Variant, call: Call, result: int) -> None:
         """At the skipped call's exit: the leader's result, or its interrupted state."""
         if self.signals.wait_for_exit(variant, skipped=True) is None:
-            if self.signals.waiter.ended_by_forwarded(variant):
-                return
             raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {variant.termination()} at a "
                         "syscall", variant=variant.index)
         if interrupted_by_signal(result):

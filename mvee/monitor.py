@@ -163,7 +163,7 @@ class Monitor:
     def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:
         # The seccomp filter and the ptrace options are the kernel's, inherited by the child.
         variants = [Variant(index, origin.executable, pid, Memory(pid), abi_name=origin.abi_name,
-                            thread=thread, traced_by=origin.traced_by)
+                            thread=thread, traced_by=origin.traced_by, tgid=origin.tgid if thread else pid)
                     for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
         variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
                                  thread)
@@ -185,6 +185,8 @@ class Monitor:
         """Every set ended: each alike in its variants, or a divergence; the run's status
         is the first set's."""
         for variant_set in self.sets[1:]:
+            if variant_set.thread and variant_set.process.ending:
+                continue  # its threads ended wherever the process's end found each
             outcome = final_outcome(variant_set.variants, 0, {})
             if outcome.verdict is not Verdict.OK:
                 return Outcome(outcome.verdict, f"set {variant_set.number}: {outcome.message}", None,

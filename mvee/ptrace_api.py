@@ -113,6 +113,14 @@ def set_options(pid: int) -> None:
     _call(PTRACE_SETOPTIONS, pid, 0, options)
 
 
+def tgkill(tgid: int, tid: int, signum: int) -> None:
+    """A signal to one thread (a process-wide kill reaches whichever thread its kernel
+    picks). Raises ProcessLookupError when the thread is gone."""
+    if _libc.tgkill(tgid, tid, signum) == -1:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
 def resume_to_syscall(pid: int, signal: int = 0) -> None:
     """Resume until the next syscall stop (PTRACE_SYSCALL), delivering `signal`: from an
     entry (or a seccomp stop), the exit of that call."""
@@ -210,11 +218,11 @@ def set_signal_mask(pid: int, mask: int) -> None:
     _call(PTRACE_SETSIGMASK, pid, _SIGSET_SIZE, ctypes.addressof(buffer))
 
 
-def pending_siginfos(pid: int, limit: int = 32) -> list[bytes]:
+def pending_siginfos(pid: int, limit: int = 32, shared: bool = True) -> list[bytes]:
     """The siginfo of every signal queued for a stopped tracee (thread, then process
-    queue), without dequeuing any."""
+    queue; `shared`: the process queue too), without dequeuing any."""
     found = []
-    for queue in (0, PTRACE_PEEKSIGINFO_SHARED):
+    for queue in (0, PTRACE_PEEKSIGINFO_SHARED) if shared else (0,):
         arguments = struct.pack("<QIi", 0, queue, limit)  # struct ptrace_peeksiginfo_args
         request = ctypes.create_string_buffer(arguments, len(arguments))
         buffer = ctypes.create_string_buffer(_SIGINFO_SIZE * limit)
@@ -254,6 +262,15 @@ def signal_pending(pid: int, signum: int) -> bool:
         return bool(_deliverable_signals(pid) & (1 << (signum - 1)))
     except OSError:
         return False
+
+
+def thread_count(pid: int) -> int:
+    """How many threads the task's process has (/proc/PID/status: Threads)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 1
 
 
 def cpu_time(pid: int) -> float | None:

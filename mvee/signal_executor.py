@@ -24,6 +24,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mvee import engine, ptrace_api, vdso, waitloop
 from mvee.abi import BY_NAME, HOST, Abi, execution_mode
@@ -65,6 +66,9 @@ from mvee.tsc import TscEmulator
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
+
+if TYPE_CHECKING:
+    from mvee.variant_set import Process
 
 
 class RestartCode(enum.IntEnum):
@@ -157,7 +161,8 @@ class SignalOptions:
 
 
 class SignalExecutor:
-    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions, pids: PidMap) -> None:
+    def __init__(self, variants: list[Variant], waiter: Waiter, options: SignalOptions, pids: PidMap,
+                 process: Process) -> None:
         self.variants = variants
         self.pids = pids
         self.waiter = waiter
@@ -169,6 +174,7 @@ class SignalExecutor:
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
         self.tsc = TscEmulator(variants)
+        self.process = process  # where its end is marked: a signal sent to all that kills it
 
     # --- carrying out decisions ---
 
@@ -180,6 +186,8 @@ class SignalExecutor:
             if isinstance(decision, Deliver | Release):
                 self._let_through(variant)  # the handler's frame saves the program's own mask
             if isinstance(decision, Deliver):
+                if self.signals.kills(decision.signum) and self.waiter.forwarded_lately(decision.signum):
+                    self.process.ending = True  # every variant got it: each goes down
                 if self.signals.runs_handler(decision.signum):
                     self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
                 # else (SIGCONT, an ignored signal) the kernel enters the rewound call again:
@@ -188,12 +196,7 @@ class SignalExecutor:
             elif isinstance(decision, Hold | Proceed):
                 pass  # it stays at its signal stop; at a syscall, the monitor goes on
             elif isinstance(decision, Suppress):
-                held_in = self.seams[variant.index].held_in
-                if held_in is not None:
-                    # Without the signal it re-enters the call (restart_syscall after a sleep);
-                    # the code says how the call ends when the signal comes there.
-                    self._rewind(variant, BY_NAME[variant.abi_name], *held_in)
-                self.resume(variant)
+                self._set_aside(variant)
             elif isinstance(decision, Park):
                 variant.call = None
                 self._park(variant)
@@ -214,6 +217,16 @@ class SignalExecutor:
                 raise Alarm(Verdict.NON_COMPLIANT, f"variant {decision.variant} did not receive "
                             f"{name} within the wait loop's {self.options.wait_loop_limit()}",
                             variant=decision.variant)
+
+    def _set_aside(self, variant: Variant) -> None:
+        """Resume a variant from its signal stop without the signal. Just out of a call the
+        signal interrupted, it re-enters the call (restart_syscall after a sleep) rewound
+        by the monitor, now or after a Hold: its code says how the call ends when the
+        signal comes there (the kernel's own rewind would leave none)."""
+        held_in = self.seams[variant.index].held_in
+        if held_in is not None:
+            self._rewind(variant, BY_NAME[variant.abi_name], *held_in)
+        self.resume(variant)
 
     def resume(self, variant: Variant, signum: int = 0, synchronised: int | None = None) -> None:
         """Let a stopped variant run on to its next syscall stop; `synchronised`: from the
@@ -277,18 +290,19 @@ class SignalExecutor:
                 variant.run_on()
                 return
             info = mirrored
-        another_set = self._from_another_set(variant, si_code, stop.sender)
-        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, another_set):
+        from_another_process = stop.sender == os.getpid() or self._from_another_set(variant, si_code,
+                                                                                   stop.sender)
+        if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, from_another_process):
             if self.mirrored_ahead.get(stop.signum):
                 self.mirrored_ahead[stop.signum] -= 1  # sent when it interrupted the leader's call
             elif not self.signals.merges_with_pending(0, stop.signum):
                 self._mirror_to_followers(stop.signum, info)
             # else the instance the monitor raised again in the leader, or a new expiry
             # merged with the one it has set aside: the others have their copy already.
-        elif si_code == SI_USER and stop.sender == os.getpid():
+        elif si_code in (SI_USER, SI_TKILL) and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
         after_handler, seam.returned_from_handler = seam.returned_from_handler, False
-        self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.pid
+        self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.tgid
         seam.held_in = (interrupted, regs) if interrupted else None
         at_call_exit = self_sent or (interrupted is not None and interrupted.nr == seam.synchronised)
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
@@ -322,12 +336,15 @@ class SignalExecutor:
     def mirror_pending_timer_signals(self) -> None:
         """The leader's call was interrupted: by one of its timers' signals, the others
         must get it now (their own blocking call, or their copy of the leader's
-        interrupted state, waits for it), not at the leader's signal stop."""
-        for info in ptrace_api.pending_siginfos(self.variants[0].pid):
+        interrupted state, waits for it), not at the leader's signal stop. In a process
+        of several threads, only those sent to this thread: another may take the
+        process's own first (the call then restarts, in every variant alike)."""
+        leader = self.variants[0]
+        for info in ptrace_api.pending_siginfos(leader.pid, shared=ptrace_api.thread_count(leader.pid) == 1):
             signum = int.from_bytes(info[:4], "little")
             si_code, sender = HOST.siginfo_sender(info)
-            if raised_by_leader_only(signum, si_code,
-                                     self._from_another_set(self.variants[0], si_code, sender)):
+            if raised_by_leader_only(signum, si_code, sender == os.getpid()
+                                     or self._from_another_set(leader, si_code, sender)):
                 self.mirrored_ahead[signum] = self.mirrored_ahead.get(signum, 0) + 1
                 self._mirror_to_followers(signum, info)
 
@@ -341,7 +358,7 @@ class SignalExecutor:
                 # pending beside the one whose stop is on its way, so two siginfos are enough.
                 if signum >= SIGRTMIN or sum(queued == signum for queued, _ in queue) < 2:
                     queue.append((signum, info))
-                os.kill(follower.pid, signum)
+                follower.signal(signum)  # in the thread the leader's kernel picked
 
     def _coalesced_copy(self, variant: Variant, signum: int) -> bytes | None:
         """At a follower's own instance of a mirrored signal: the leader's siginfo if the
@@ -363,6 +380,8 @@ class SignalExecutor:
         return None
 
     def on_exit(self, variant: Variant) -> None:
+        if self.waiter.ended_by_forwarded(variant):
+            self.process.ending = True  # delivered where the monitor did not decide (alone in a call)
         self.carry_out(self.signals.on_exit(variant.index, time.monotonic()))
 
     def after_exec(self, variant: Variant) -> None:
@@ -457,7 +476,7 @@ class SignalExecutor:
             ptrace_api.set_signal_mask(variant.pid, mask & ~seam.held_back)
             seam.held_back, seam.cpu_at_hold = 0, None
         for signum in dict.fromkeys(seam.raise_when_stopped):
-            os.kill(variant.pid, signum)
+            variant.signal(signum)
         seam.raise_when_stopped.clear()
         return True
 
@@ -487,7 +506,7 @@ class SignalExecutor:
         seam.raise_when_stopped.append(signum)
         if not self._let_through(variant) and not seam.interrupts:
             seam.interrupts += 1
-            os.kill(variant.pid, signal.SIGSTOP)
+            variant.signal(signal.SIGSTOP)
 
     # --- the wait loop ---
 

@@ -50,6 +50,9 @@ POLICIES = ("converge", "sync", "at-syscall")
 SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
 _ITIMER_SIGNALS = frozenset({_signal.SIGALRM, _signal.SIGVTALRM, _signal.SIGPROF})
 SA_RESETHAND = 0x80000000
+# Signals whose default action does not end the process (they are ignored, or stop it).
+_SPARED_BY_DEFAULT = frozenset({_signal.SIGCHLD, _signal.SIGCONT, _signal.SIGURG, _signal.SIGWINCH,
+                                _signal.SIGSTOP, _signal.SIGTSTP, _signal.SIGTTIN, _signal.SIGTTOU})
 FAULT_SIGNALS = frozenset({_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE,
                            _signal.SIGTRAP, _signal.SIGSYS})
 
@@ -62,16 +65,18 @@ def has_own_instances_dropped(signum: int, si_code: int) -> bool:
     return signum == _signal.SIGCHLD or si_code == SI_USER
 
 
-def raised_by_leader_only(signum: int, si_code: int, from_another_set: bool = False) -> bool:
+def raised_by_leader_only(signum: int, si_code: int, from_another_process: bool = False) -> bool:
     """Signals whose source runs in the leader only (its timers: POSIX timers, setitimer,
-    alarm), or whose instances each variant's kernel counts its own way: SIGCHLD from a
-    child's end, and a kill by a process of another set (`from_another_set`: each
-    variant's own sender, in lockstep with the others, but the receivers take each
-    instance at a different point of their own): two close together coalesce in one
-    variant and not in another. The monitor mirrors the leader's instances into the
-    other variants, and their own are dropped."""
+    alarm; a signal sent to the monitor, which it forwards to the leader), or whose
+    instances each variant's kernel counts its own way: SIGCHLD from a child's end, and a
+    kill by a process of another set (each variant's own sender, in lockstep with the
+    others, but the receivers take each instance at a different point of their own): two
+    close together coalesce in one variant and not in another. `from_another_process`:
+    the monitor or a process of another set sent it. The monitor mirrors the leader's
+    instances into the other variants, in the thread the leader's kernel picked, and
+    their own are dropped."""
     return (si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
-            or (signum == _signal.SIGCHLD and si_code > 0) or (si_code == SI_USER and from_another_set))
+            or (signum == _signal.SIGCHLD and si_code > 0) or (si_code == SI_USER and from_another_process))
 
 
 class Disposition(enum.Enum):
@@ -296,6 +301,11 @@ class SignalCoordinator:
         instance raised again in it, whatever siginfo the kernel merged into it, or a new
         instance of a standard signal it has pending (they coalesce, as in its kernel)."""
         return self.variants[index].has_pending(signum) and (index in self.resent or signum < SIGRTMIN)
+
+    def kills(self, signum: int) -> bool:
+        """Whether the signal, delivered, ends the process: its default action, which kills."""
+        return (self.dispositions.get(signum, Disposition.DEFAULT) is Disposition.DEFAULT
+                and signum not in _SPARED_BY_DEFAULT)
 
     def runs_handler(self, signum: int) -> bool:
         return self.dispositions.get(signum) is Disposition.HANDLER

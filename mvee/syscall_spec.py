@@ -885,6 +885,9 @@ class Syscall:
     # The call returns from a signal handler (rt_sigreturn): mvee.signals counts the
     # handlers still running, and a signal stop right after it was not met in user code.
     returns_from_handler: bool = False
+    # The call ends the whole process (exit_group): its other threads die wherever they
+    # are, each thread set at its own point (mvee.variant_set: the process's ending).
+    ends_process: bool = False
     # (argument, {value: policy}): the policy for those values of that argument instead
     # of `policy` (fcntl's record locks run in the leader only).
     policy_cases: tuple[str, dict[int, Policy]] | None = field(default=None, hash=False)

@@ -402,7 +402,7 @@ TABLE: list[Syscall] = [
     # After a nanosleep interrupted without a handler; the leader holds the restart block.
     Syscall("restart_syscall", (), LEADER),
     Syscall("exit", (Int("status"),), EACH),
-    Syscall("exit_group", (Int("status"),), EACH),
+    Syscall("exit_group", (Int("status"),), EACH, ends_process=True),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
     # Each variant creates its own child; the children form a new set (mvee.variant_set),
     # and every variant is told the leader's child's PID (mvee.pids).

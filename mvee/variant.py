@@ -44,6 +44,10 @@ class Variant:
     thread: bool = False  # a thread (CLONE_THREAD) of another variant's process
     traced_by: str = PTRACE_SYSCALL  # SECCOMP or PTRACE_SYSCALL; a child inherits its parent's
     stops: int = 0  # ptrace stops the monitor handled
+    tgid: int = 0  # its process (thread group): its own PID unless it is a thread
+
+    def __post_init__(self) -> None:
+        self.tgid = self.tgid or self.pid
 
     @property
     def alive(self) -> bool:
@@ -57,6 +61,20 @@ class Variant:
             ptrace_api.cont(self.pid, signum)
         else:
             ptrace_api.resume_to_syscall(self.pid, signum)
+
+    def signal(self, signum: int) -> None:
+        """Send it a signal, to this very thread: in a process of several, a kill would
+        reach whichever thread its kernel picks. In a process of one, a kill all the same:
+        the process's queue is where the kernel's own instances (a timer's) wait, and one
+        sent there coalesces with them as natively. A task already gone is passed over:
+        its end comes through the monitor's wait."""
+        try:
+            if self.tgid == self.pid and ptrace_api.thread_count(self.pid) == 1:
+                os.kill(self.pid, signum)
+            else:
+                ptrace_api.tgkill(self.tgid, self.pid, signum)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
 
     def record_exit(self, ending: Ending) -> None:
         self.ended = True

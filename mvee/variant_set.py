@@ -13,6 +13,7 @@ signal dispositions and files with the process's other sets.
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, replace
 
@@ -39,13 +40,17 @@ class Process:
     """What the sets of one process's threads share."""
 
     threaded: bool = False  # it has had threads: its monotonic clock reads are LOCAL
+    # Going down in every variant: it ran exit_group, or a signal sent to the monitor that
+    # kills was delivered in it (mvee.signal_executor). Its threads then die one by one,
+    # each wherever the end finds it: a set half dead is the process's end, not a divergence.
+    ending: bool = False
 
 
 class VariantSet:
     def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
                  options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
         self.number = number
-        self.naming = _SetNaming(number)  # the context of its work: its alarms name it
+        self.naming = _SetNaming(self)  # the context of its work: its alarms name it
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
@@ -53,7 +58,10 @@ class VariantSet:
         pids.add([v.pid for v in variants])
         self.syscalls = 0  # synchronised calls
         self.local_syscalls = 0  # calls each variant ran at its own pace
-        self.executor = SignalExecutor(variants, waiter, options, pids)
+        # Shared by the sets of one process's threads.
+        self.process = parent.process if thread and parent else Process()
+        self.process.threaded |= thread
+        self.executor = SignalExecutor(variants, waiter, options, pids, self.process)
         self.signals = self.executor.signals
         self.policy = PolicyExecutor(variants, self.executor, pids)
         self.temp_names = TempNames(variants)
@@ -61,9 +69,6 @@ class VariantSet:
         self.waiting_for: WaitFor | None = None  # what it waits for
         self.ended_early: float | None = None  # when a thread of the set ended before the others
         self.partial_since: float | None = None  # since when some variants wait at a rendezvous
-        # Shared by the sets of one process's threads.
-        self.process = parent.process if thread and parent else Process()
-        self.process.threaded |= thread
 
     @property
     def ended(self) -> bool:
@@ -145,12 +150,14 @@ class VariantSet:
                 self.partial_since = time.monotonic()
             return False
         self.partial_since = None
-        if len(live) < len(self.variants):
+        ending = self.process.ending  # no call runs then: every thread of it dies where it is
+        if ending or len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
-            if self.thread and self._process_exiting():
+            if (self.thread or ending) and self._process_exiting():
                 return False
-            raise early_exit_alarm(self.variants)
+            if len(live) < len(self.variants):
+                raise early_exit_alarm(self.variants)
         blocked = (ptrace_api.blocked_signals(self.variants[0].pid) if self.signals.has_pending()
                    else frozenset())
         decisions = self.signals.on_rendezvous(time.monotonic(), blocked)
@@ -173,6 +180,7 @@ class VariantSet:
         if unsupported:
             raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
         self.syscalls += 1
+        self.process.ending |= bool(calls[0].spec and calls[0].spec.ends_process)
         self.start_call(self.policy.execute(calls))
         return True
 
@@ -269,41 +277,59 @@ class VariantSet:
 
     def _process_exiting(self) -> bool:
         """A thread ended in some variants while its counterparts wait at a syscall: the
-        process's exit_group, run by another thread set, ends them too in a moment.
-        They are given `THREAD_EXIT_GRACE` to do so before it counts as an early exit."""
+        process's end (exit_group, run by another thread set, or a signal sent to all)
+        ends them too in a moment. They are given `THREAD_EXIT_GRACE` to do so before it
+        counts as an early exit."""
         now = time.monotonic()
         self.ended_early = self.ended_early or now
         return now < self.ended_early + THREAD_EXIT_GRACE
 
     def _dying_alike(self, live: list[Variant]) -> bool:
         """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)
-        that the others, waiting at a syscall, have pending: they skip the call (it never
-        runs) and die of it on their way back to user space, as natively."""
+        that others, waiting at a syscall, have pending: they skip the call (it never
+        runs) and die of it on their way back to user space, as natively. (Those without
+        it pending die with their process, when another of its threads takes it.)"""
         killers = {v.term_signal for v in self.variants if not v.alive}
         if len(killers) != 1 or None in killers:
             return False
         signum = killers.pop()
         assert signum is not None
-        if not all(ptrace_api.signal_pending(v.pid, signum) for v in live):
+        if self.signals.runs_handler(signum):
             return False
-        for variant in live:
-            ptrace_api.skip_syscall(variant.pid)
+        dying = [v for v in live if ptrace_api.signal_pending(v.pid, signum)]
+        for variant in dying:
+            try:
+                ptrace_api.skip_syscall(variant.pid)
+            except ptrace_api.PtraceError as error:
+                if error.errno != errno.ESRCH:
+                    raise  # else already on its way out: killed with its process
             self.signals.on_resumed(variant.index)
-        return True
+        return bool(dying)
 
 
 class _SetNaming:
-    """The context of a set's work: an alarm of a set other than the first names it (a
-    class, not @contextmanager: it is entered several times per syscall)."""
+    """The context of a set's work (a class, not @contextmanager: it is entered several
+    times per syscall): an alarm of a set other than the first names it. A set whose
+    process is going down raises none, for an alarm or for a ptrace call that found one
+    of its variants gone (killed with the process, its end to come): what was in
+    progress ends with the process (a call in progress too: variants it left at their
+    entry wait there for their end), and the monitor serves on."""
 
-    __slots__ = ("number",)
+    __slots__ = ("owner",)
 
-    def __init__(self, number: int) -> None:
-        self.number = number
+    def __init__(self, owner: VariantSet) -> None:
+        self.owner = owner
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
-        if isinstance(error, Alarm) and self.number and not error.message.startswith("set "):
-            error.message = f"set {self.number}: {error.message}"
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> bool:
+        owner = self.owner
+        if owner.process.ending and (isinstance(error, Alarm) or (
+                isinstance(error, ptrace_api.PtraceError) and error.errno == errno.ESRCH
+                and any(v.pid == error.pid for v in owner.variants))):
+            owner.call = owner.waiting_for = None
+            return True
+        if isinstance(error, Alarm) and owner.number and not error.message.startswith("set "):
+            error.message = f"set {owner.number}: {error.message}"
+        return False

@@ -18,7 +18,7 @@ import pytest
 
 from mvee.verdict import EXIT_STATUS, Verdict
 from tests.conftest import ABIS
-from tests.mvee_run import MveeProcess, tagged_processes, wait_until, wait_until_gone
+from tests.mvee_run import MveeProcess, process_state, tagged_processes, wait_until, wait_until_gone
 
 DIVERGENCE_EXIT = EXIT_STATUS[Verdict.DIVERGENCE]
 PYTHON = "/usr/bin/python3"  # not a pyenv shim: its interpreter is what runs
@@ -178,6 +178,55 @@ def test_sigterm_to_the_monitor_reaches_every_set_and_the_report_is_written(tmp_
     assert result.report is not None and result.returncode == 128 + signal.SIGTERM, result.stderr
     assert len(result.report["sets"]) >= 3
     assert wait_until_gone([], monitor.tag) == []
+
+
+def _sigint_by_default() -> None:
+    """In a native run's child: SIGINT as a shell's foreground job has it (a test runner
+    started in the background hands its children SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _all_asleep(pids: list[int]) -> bool:
+    """Every thread of these processes sleeps in the kernel or is stopped by the monitor."""
+    try:
+        tids = [tid for pid in pids for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return False
+    return len(tids) == 4 * len(pids) and all(process_state(int(tid)) in ("S", "t") for tid in tids)
+
+
+KILLING_REPEATS = 20  # alternately 2 and 3 variants
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_killing_signal_ends_threads_blocked_in_different_calls_as_natively(signum: signal.Signals,
+                                                                              build_program,
+                                                                              tmp_path: Path) -> None:
+    """A signal sent to the monitor, with its default action, to a program whose threads wait
+    in accept, read, nanosleep and a futex: each variant's kernel tears its threads down one
+    by one, so a thread set sees its variants die at different points (one thread gone,
+    its counterpart still at a syscall or in a call). The run ends as natively, every
+    time: the program's status, every variant killed by the signal, no alarm (a false
+    divergence in about half the runs before)."""
+    program = str(build_program("blocked_threads", "x86_64", "-pthread"))
+    native = subprocess.Popen([program], stdout=subprocess.PIPE, preexec_fn=_sigint_by_default)
+    assert native.stdout is not None and native.stdout.readline() == b"ready\n"
+    native.send_signal(signum)
+    assert native.wait(30) == -signum
+    for repeat in range(KILLING_REPEATS):
+        variants = 2 + repeat % 2
+        monitor = MveeProcess("run", "-n", str(variants), "--", program, report=tmp_path / "r.json",
+                              ready=b"ready\n")
+        wait_until(lambda monitor=monitor: _all_asleep(monitor.variant_pids()),
+                   "every thread waiting in its call")
+        monitor.process.send_signal(signum)
+        result = monitor.finish()
+        assert result.report is not None, result.stderr
+        assert (result.returncode, result.report["verdict"]) == (128 + signum, "ok"), \
+            (repeat, result.report["message"])
+        assert [v["signal"] for v in result.report["variants"]] == [signum.name] * variants
+        assert len(result.report["sets"]) == 4
+        assert wait_until_gone([], result.tag) == []
 
 
 # --- the limit: threads (or processes sharing a lock) whose interleaving decides their calls ---

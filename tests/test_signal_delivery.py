@@ -83,16 +83,16 @@ SLOW_WAITER = "-DSPIN_STEPS=30000000"
 
 
 def _sigusr1_to_fast_and_slow(build_program, abi: str, report: Path, *options: str) -> list[tuple[int, str]]:
-    """Two builds of waiter, the second slow, and SIGUSR1 to the monitor while the fast one
-    waits at its next nap's entry and the slow one spins before its flag test: the signal
-    meets one in the kernel and the other in its own code. Ten runs, or up to the first that
-    fails."""
+    """Two builds of waiter, the first (the leader) slow, and SIGUSR1 to the monitor while
+    the fast one waits at its next nap's entry and the slow one spins before its flag test:
+    the signal meets the leader in its own code, and its copy the other in the kernel. Ten
+    runs, or up to the first that fails."""
     program = build_program("waiter", abi)
-    options = ("--exe", str(program), "--exe", str(build_program("waiter", abi, SLOW_WAITER)), *options)
+    options = ("--exe", str(build_program("waiter", abi, SLOW_WAITER)), "--exe", str(program), *options)
     outcomes = []
     for _ in range(10):
         monitor = start(program, report, *options)
-        fast, slow = monitor.variant_pids()
+        slow, fast = monitor.variant_pids()
         wait_until(lambda fast=fast, slow=slow: process_state(fast) == "t" and process_state(slow) == "R",
                    "the fast variant stopped while the slow one runs")
         os.kill(monitor.pid, signal.SIGUSR1)
@@ -114,8 +114,8 @@ def test_at_syscall_policy_runs_the_handler_at_one_syscall_in_all(abi: str, buil
 @pytest.mark.xfail(strict=True, reason=(
     "limit of the semi-synchronous algorithm (README, Signals): the slow variant, held in user "
     "code, runs the handler before its `while (!got)` test, the fast one, parked at the nap's "
-    "entry after its test, naps once more: 'variant 0 calls clock_nanosleep, variant 1 calls "
-    "newfstatat' (exit 120) in 70-80% of runs here, so in one of ten at least. (Identical "
+    "entry after its test, naps once more: one calls clock_nanosleep, the other newfstatat "
+    "(exit 120) in 70-80% of runs here, so in one of ten at least. (Identical "
     "variants, -n 3, SIGUSR1 right after ready: 2% to 60% of runs, with the machine's load.) "
     "The converge policy, the default, has no such race: the test below"))
 def test_sync_policy_with_a_flag_read_between_two_syscalls(build_program, tmp_path: Path) -> None:
