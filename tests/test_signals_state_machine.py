@@ -377,8 +377,8 @@ def test_a_kill_from_another_set_is_the_leaders_mirrored() -> None:
     its receivers take each instance at a point of their own: the instances each kernel
     coalesces differ, so the leader's are every variant's (as a timer's or SIGCHLD's)."""
     usr1, chld = signal.SIGUSR1, signal.SIGCHLD
-    assert raised_by_leader_only(usr1, SI_USER, from_another_set=True)
-    assert not raised_by_leader_only(usr1, SI_USER)  # the monitor's, a foreign process's, its own
+    assert raised_by_leader_only(usr1, SI_USER, from_another_process=True)  # or the monitor's
+    assert not raised_by_leader_only(usr1, SI_USER)  # a foreign process's, its own
     assert raised_by_leader_only(usr1, SI_TIMER) and raised_by_leader_only(signal.SIGALRM, SI_KERNEL)
     assert raised_by_leader_only(chld, 1) and not raised_by_leader_only(chld, SI_USER)
     # A follower's own instance, blocked, would merge with the leader's copy: not held back.
