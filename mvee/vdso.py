@@ -15,7 +15,7 @@ i386's AT_SYSINFO (the `__kernel_vsyscall` entry, sysenter) is kept: it is how a
 from __future__ import annotations
 
 from mvee import ptrace_api
-from mvee.abi import HOST, execution_mode
+from mvee.abi import HOST, Abi, execution_mode
 from mvee.ptrace_api import Memory
 
 AT_NULL = 0
@@ -24,15 +24,20 @@ AT_SYSINFO_EHDR = 33
 _MAX_WORDS = 1 << 16  # argv, envp and auxv together: ARG_MAX-sized stacks stay well below
 
 
+def initial_stack(pid: int, memory: Memory) -> tuple[Abi, int]:
+    """At an exec stop: the new program's ABI and where its envp[] starts on its stack."""
+    regs = ptrace_api.get_regs(pid)
+    abi = execution_mode(regs)
+    address = HOST.register(regs, "sp")
+    (argc,) = abi.unpack_words(memory.read(address, abi.word_size))
+    return abi, address + (1 + argc + 1) * abi.word_size  # argc, argv[], NULL
+
+
 def hide(pid: int, memory: Memory) -> bool:
     """At an exec stop: replace AT_SYSINFO_EHDR on the new initial stack by AT_IGNORE.
     False if the vector had no such entry (a kernel without a vDSO)."""
-    regs = ptrace_api.get_regs(pid)
-    abi = execution_mode(regs)
+    abi, address = initial_stack(pid, memory)
     word = abi.word_size
-    address = HOST.register(regs, "sp")
-    (argc,) = abi.unpack_words(memory.read(address, word))
-    address += (1 + argc + 1) * word  # argc, argv[], NULL
     for _ in range(_MAX_WORDS):  # envp[] up to its NULL
         (pointer,) = abi.unpack_words(memory.read(address, word))
         address += word

@@ -1,0 +1,122 @@
+"""The lock agent's monitor side: building it, its shared log, telling each process its variant.
+
+The agent (`lock_agent.c`, preloaded into every variant) makes the followers' threads take
+the leader's lock order (docs/architecture.md, "Lock-order recording and replay"). Here:
+- `build`: compiled once per source into the lab cache, for x86_64 and i386
+  (`$PLATFORM` in LD_PRELOAD picks the program's: x86_64 or i686);
+- `session`: the log, a memfd the monitor holds for the run (its lifetime: gone with the
+  monitor, even after a SIGKILL), which every process opens as `/proc/<monitor>/fd/<fd>`;
+  the variants' environment that names both, and what the report says of it;
+- `tell_index`: at every exec stop, the variant's index written into the agent's variable
+  (envp[0], where the agent puts it back with `00` for an exec): every variant execs the
+  same environment, and each agent knows whether it leads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mvee import cached, vdso
+
+if TYPE_CHECKING:
+    from mvee.ptrace_api import Memory
+
+SOURCE = Path(__file__).with_name("lock_agent.c")
+NAME = "mvee-lock-agent.so"
+VARIABLE = b"MVEE_LOCK_AGENT="
+# The agent's log header (struct header in lock_agent.c): uint32 words.
+MAGIC = 0x4D4C4F47
+MAX_VARIANTS = 16
+_HEADER = struct.Struct("<6I")  # magic, variants, capacity, entries_at, glock, head
+_ATTACHED = _HEADER.size + 3 * MAX_VARIANTS * 4  # after cursor[], bell[], waiters[]
+ENTRIES_AT = 4096
+CAPACITY = 1 << 16  # entries of 16 bytes: a follower may lag this far behind the leader
+# $PLATFORM as the kernel's AT_PLATFORM names each ABI, and the compiler's flag for it.
+PLATFORMS = {"x86_64": "-m64", "i686": "-m32"}
+
+
+class Unavailable(Exception):
+    """The agent cannot be built here (no C compiler, no 32-bit libraries)."""
+
+
+def build() -> str:
+    """The LD_PRELOAD entry of the agent, built for every ABI if not yet in the cache."""
+    import hashlib  # here: a short run's start-up does without them
+    import shutil
+    import subprocess
+
+    source = SOURCE.read_bytes()
+    directory = Path(cached.cache_dir()) / f"lock-agent-{hashlib.sha256(source).hexdigest()[:16]}"
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    for platform, flag in PLATFORMS.items():
+        target = directory / platform / NAME
+        if target.exists():
+            continue
+        if compiler is None:
+            raise Unavailable("no C compiler to build it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f"{NAME}.{os.getpid()}.tmp")
+        done = subprocess.run([compiler, flag, "-O2", "-shared", "-fPIC", "-o", str(temporary), str(SOURCE)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            temporary.unlink(missing_ok=True)
+            first = (done.stderr.strip().splitlines() or ["failed"])[0]
+            raise Unavailable(f"cannot build it for {platform}: {first}")
+        os.replace(temporary, target)
+    return str(directory / "$PLATFORM" / NAME)
+
+
+@dataclass
+class Session:
+    """The agent for one run: the variants' environment and, at the end, what it did."""
+
+    environment: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # why it is not loaded
+    log: mmap.mmap | None = None
+
+    def describe(self) -> dict[str, object]:
+        if self.log is None:
+            return {"loaded": False, "reason": self.reason}
+        processes = struct.unpack_from("<I", self.log, _ATTACHED)[0]
+        head = _HEADER.unpack_from(self.log)[5]
+        return {"loaded": processes > 0, "processes": processes, "operations": head}
+
+
+@contextmanager
+def session(variants: int, enabled: bool) -> Iterator[Session]:
+    """The log for `variants` variants while the run lasts, or why there is none."""
+    if not enabled:
+        yield Session(reason="--no-lock-agent")
+        return
+    try:
+        preload = build()
+    except (Unavailable, OSError) as error:
+        yield Session(reason=str(error))
+        return
+    fd = os.memfd_create("mvee-lock-log", os.MFD_CLOEXEC)
+    try:
+        size = ENTRIES_AT + CAPACITY * 16
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size) as log:
+            _HEADER.pack_into(log, 0, MAGIC, variants, CAPACITY, ENTRIES_AT, 0, 0)
+            theirs = os.environ.get("LD_PRELOAD")
+            environment = {"MVEE_LOCK_AGENT": f"00:/proc/{os.getpid()}/fd/{fd}",
+                           "LD_PRELOAD": f"{preload}:{theirs}" if theirs else preload}
+            yield Session(environment, log=log)
+    finally:
+        os.close(fd)
+
+
+def tell_index(pid: int, memory: Memory, index: int) -> None:
+    """At an exec stop: the agent's variable, if envp[0] is it, names this variant."""
+    abi, envp = vdso.initial_stack(pid, memory)
+    (pointer,) = abi.unpack_words(memory.read(envp, abi.word_size))
+    if pointer and memory.read(pointer, len(VARIABLE)) == VARIABLE:
+        memory.write(pointer + len(VARIABLE), b"%02d" % index)
