@@ -59,7 +59,7 @@ struct entry {
 };
 
 enum { OP_LOCK = 1, OP_UNLOCK, OP_COND_RELEASE, OP_COND_REACQUIRE, OP_SEM_WAIT, OP_SEM_POST,
-       OP_SEM_VALUE };
+       OP_SEM_VALUE, OP_FORK };
 
 static int variant = -1;  /* -1: not under the monitor's agent (or it failed): pass through */
 static char log_path[PATH_MAX];
@@ -73,6 +73,7 @@ static __thread uint32_t thread_key;
 #define REAL(name) static __typeof__(name) *real_##name
 REAL(pthread_mutex_lock); REAL(pthread_mutex_trylock); REAL(pthread_mutex_timedlock);
 REAL(pthread_mutex_unlock); REAL(pthread_cond_wait); REAL(pthread_cond_timedwait);
+REAL(pthread_cond_signal); REAL(pthread_cond_broadcast);
 REAL(pthread_create); REAL(sem_wait); REAL(sem_trywait); REAL(sem_timedwait);
 REAL(sem_clockwait); REAL(sem_post); REAL(sem_getvalue); REAL(execve); REAL(execvpe);
 REAL(fexecve); REAL(posix_spawn); REAL(posix_spawnp);
@@ -86,8 +87,11 @@ static void resolve(void) {
     /* the current condition variables, not the 2.2.5 compatibility ones */
     real_pthread_cond_wait = dlvsym(RTLD_NEXT, "pthread_cond_wait", "GLIBC_2.3.2");
     real_pthread_cond_timedwait = dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
+    real_pthread_cond_signal = dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2");
+    real_pthread_cond_broadcast = dlvsym(RTLD_NEXT, "pthread_cond_broadcast", "GLIBC_2.3.2");
     if (!real_pthread_cond_wait) {
-        FIND(pthread_cond_wait); FIND(pthread_cond_timedwait);
+        FIND(pthread_cond_wait); FIND(pthread_cond_timedwait); FIND(pthread_cond_signal);
+        FIND(pthread_cond_broadcast);
     }
 #undef FIND
 }
@@ -180,12 +184,6 @@ static int active(void) {
     return 1;
 }
 
-/* A child's thread has another TID. (The leader's lock is in the shared log: a thread
- * of the parent that holds it at the fork releases it there.) */
-static void after_fork_child(void) {
-    thread_key = 0;
-}
-
 /* --- the leader: an entry per operation, written with the leader's lock held --- */
 
 static uint32_t free_space(void) {
@@ -251,85 +249,114 @@ static void advance(void) {
     ring(0);
 }
 
+/* A fork is an operation too: the child starts with its locks as the leader's child
+ * does, every operation before the fork done, none after it. The leader holds its lock
+ * over the fork (the log is shared: the parent releases it); a follower's cursor stays
+ * at the fork's entry until the parent moves it on. */
+static int forking;  /* this process's fork is ordered: the thread that forks */
+
+static void before_fork(void) {
+    forking = active();
+    if (!forking)
+        return;
+    if (variant == 0) {
+        leader_lock();
+        append(OP_FORK, 0);
+    } else {
+        await_turn(OP_FORK);
+    }
+}
+
+static void after_fork_parent(void) {
+    if (!forking)
+        return;
+    forking = 0;
+    if (variant == 0)
+        leader_unlock();
+    else
+        advance();
+}
+
+static void after_fork_child(void) {
+    forking = 0;
+    thread_key = 0;  /* another TID */
+}
+
 /* --- the wrapped primitives --- */
+
+/* A follower's operation: the leader's result, at its turn. It never touches the object:
+ * the order is the log's (and so is the memory ordering: the cursor is an atomic), and an
+ * object a follower shares with the leader (a semaphore in a file both opened, as
+ * multiprocessing's) is changed once, by the leader. */
+static int32_t replay(uint32_t op) {
+    int32_t result = await_turn(op);
+    advance();
+    return result;
+}
+
+/* A semaphore operation's result as the leader had it: 0, or -1 with errno. */
+static int sem_result(int32_t error) {
+    if (error == 0)
+        return 0;
+    errno = error;
+    return -1;
+}
 
 int pthread_mutex_lock(pthread_mutex_t *mutex) {
     if (!active())
         return real_pthread_mutex_lock(mutex);
-    if (variant == 0) {
-        int result = real_pthread_mutex_lock(mutex);
-        record(OP_LOCK, result);
-        return result;
-    }
-    int result = await_turn(OP_LOCK);
-    if (result == 0)
-        real_pthread_mutex_lock(mutex);
-    advance();
-    return result;
-}
-
-static int try_or_timed(pthread_mutex_t *mutex, const struct timespec *deadline) {
-    if (variant == 0) {
-        int result;
-        if (deadline) {  /* blocks: entered after it, as a lock */
-            result = real_pthread_mutex_timedlock(mutex, deadline);
-            record(OP_LOCK, result);
-        } else {
-            leader_lock();
-            result = real_pthread_mutex_trylock(mutex);
-            append(OP_LOCK, result);
-            leader_unlock();
-        }
-        return result;
-    }
-    int result = await_turn(OP_LOCK);
-    if (result == 0)
-        real_pthread_mutex_lock(mutex);
-    advance();
+    if (variant != 0)
+        return replay(OP_LOCK);
+    int result = real_pthread_mutex_lock(mutex);
+    record(OP_LOCK, result);
     return result;
 }
 
 int pthread_mutex_trylock(pthread_mutex_t *mutex) {
-    return active() ? try_or_timed(mutex, NULL) : real_pthread_mutex_trylock(mutex);
+    if (!active())
+        return real_pthread_mutex_trylock(mutex);
+    if (variant != 0)
+        return replay(OP_LOCK);
+    leader_lock();
+    int result = real_pthread_mutex_trylock(mutex);
+    append(OP_LOCK, result);
+    leader_unlock();
+    return result;
 }
 
 int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *deadline) {
-    return active() ? try_or_timed(mutex, deadline) : real_pthread_mutex_timedlock(mutex, deadline);
+    if (!active())
+        return real_pthread_mutex_timedlock(mutex, deadline);
+    if (variant != 0)
+        return replay(OP_LOCK);
+    int result = real_pthread_mutex_timedlock(mutex, deadline);
+    record(OP_LOCK, result);
+    return result;
 }
 
 int pthread_mutex_unlock(pthread_mutex_t *mutex) {
     if (!active())
         return real_pthread_mutex_unlock(mutex);
-    if (variant == 0) {
-        leader_lock();
-        int result = real_pthread_mutex_unlock(mutex);
-        append(OP_UNLOCK, result);
-        leader_unlock();
-        return result;
-    }
-    int result = await_turn(OP_UNLOCK);
-    if (result == 0)
-        real_pthread_mutex_unlock(mutex);
-    advance();
+    if (variant != 0)
+        return replay(OP_UNLOCK);
+    leader_lock();
+    int result = real_pthread_mutex_unlock(mutex);
+    append(OP_UNLOCK, result);
+    leader_unlock();
     return result;
 }
 
+/* A wait is the release of the mutex and its re-acquisition, with the wait's result. */
 static int cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex, const struct timespec *deadline) {
-    if (variant == 0) {
-        /* Entered before the release inside the wait: no other thread can take the mutex
-         * in between, and a try that fails there is replayed as failed. */
-        record(OP_COND_RELEASE, 0);
-        int result = deadline ? real_pthread_cond_timedwait(cond, mutex, deadline)
-                              : real_pthread_cond_wait(cond, mutex);
-        record(OP_COND_REACQUIRE, result);
-        return result;
+    if (variant != 0) {
+        replay(OP_COND_RELEASE);
+        return replay(OP_COND_REACQUIRE);
     }
-    await_turn(OP_COND_RELEASE);
-    real_pthread_mutex_unlock(mutex);
-    advance();
-    int result = await_turn(OP_COND_REACQUIRE);
-    real_pthread_mutex_lock(mutex);
-    advance();
+    /* Entered before the release inside the wait: no other thread can take the mutex in
+     * between, and a try that fails there is replayed as failed. */
+    record(OP_COND_RELEASE, 0);
+    int result = deadline ? real_pthread_cond_timedwait(cond, mutex, deadline) : real_pthread_cond_wait(cond, mutex);
+    record(OP_COND_REACQUIRE, result);
     return result;
 }
 
@@ -341,98 +368,86 @@ int pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex, const s
     return active() ? cond_wait(cond, mutex, deadline) : real_pthread_cond_timedwait(cond, mutex, deadline);
 }
 
+/* A follower's threads never wait on a condition variable: nothing to wake (and one the
+ * leader shares would wake the leader's). */
+int pthread_cond_signal(pthread_cond_t *cond) {
+    return active() && variant != 0 ? 0 : real_pthread_cond_signal(cond);
+}
+
+int pthread_cond_broadcast(pthread_cond_t *cond) {
+    return active() && variant != 0 ? 0 : real_pthread_cond_broadcast(cond);
+}
+
 int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg) {
     active();  /* the log is mapped while the process has one thread */
     return real_pthread_create(thread, attr, start, arg);
 }
 
-/* A semaphore's wait: the leader's result (0 or an errno) is its entry. */
-static int sem_acquire(sem_t *sem, int kind, clockid_t clock, const struct timespec *deadline) {
-    if (variant == 0) {
-        int result;
-        if (kind == 't') {
-            leader_lock();
-            result = real_sem_trywait(sem);
-            int error = errno;
-            append(OP_SEM_WAIT, result ? error : 0);
-            leader_unlock();
-            errno = error;
-        } else {
-            result = kind == 'w' ? real_sem_wait(sem) : kind == 'd' ? real_sem_timedwait(sem, deadline)
-                                                                     : real_sem_clockwait(sem, clock, deadline);
-            int error = errno;
-            record(OP_SEM_WAIT, result ? error : 0);
-            errno = error;
-        }
-        return result;
-    }
-    int error = await_turn(OP_SEM_WAIT);
-    if (error == 0)
-        while (real_sem_wait(sem) != 0 && errno == EINTR)
-            ;
-    advance();
-    if (error) {
-        errno = error;
-        return -1;
-    }
-    return 0;
+/* A semaphore's wait that may block: entered after it. */
+static int sem_blocking(int result) {
+    int error = result ? errno : 0;
+    record(OP_SEM_WAIT, error);
+    return sem_result(error);
 }
 
 int sem_wait(sem_t *sem) {
-    return active() ? sem_acquire(sem, 'w', 0, NULL) : real_sem_wait(sem);
-}
-
-int sem_trywait(sem_t *sem) {
-    return active() ? sem_acquire(sem, 't', 0, NULL) : real_sem_trywait(sem);
+    if (!active())
+        return real_sem_wait(sem);
+    return variant != 0 ? sem_result(replay(OP_SEM_WAIT)) : sem_blocking(real_sem_wait(sem));
 }
 
 int sem_timedwait(sem_t *sem, const struct timespec *deadline) {
-    return active() ? sem_acquire(sem, 'd', 0, deadline) : real_sem_timedwait(sem, deadline);
+    if (!active())
+        return real_sem_timedwait(sem, deadline);
+    return variant != 0 ? sem_result(replay(OP_SEM_WAIT)) : sem_blocking(real_sem_timedwait(sem, deadline));
 }
 
 int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *deadline) {
-    return active() ? sem_acquire(sem, 'c', clock, deadline) : real_sem_clockwait(sem, clock, deadline);
+    if (!active())
+        return real_sem_clockwait(sem, clock, deadline);
+    return variant != 0 ? sem_result(replay(OP_SEM_WAIT))
+                        : sem_blocking(real_sem_clockwait(sem, clock, deadline));
+}
+
+/* The semaphore's non-blocking operations: in the leader, inside its lock. */
+int sem_trywait(sem_t *sem) {
+    if (!active())
+        return real_sem_trywait(sem);
+    if (variant != 0)
+        return sem_result(replay(OP_SEM_WAIT));
+    leader_lock();
+    int error = real_sem_trywait(sem) ? errno : 0;
+    append(OP_SEM_WAIT, error);
+    leader_unlock();
+    return sem_result(error);
 }
 
 int sem_post(sem_t *sem) {
     if (!active())
         return real_sem_post(sem);
-    if (variant == 0) {
-        leader_lock();
-        int result = real_sem_post(sem);
-        int error = errno;
-        append(OP_SEM_POST, result ? error : 0);
-        leader_unlock();
-        errno = error;
-        return result;
-    }
-    int error = await_turn(OP_SEM_POST);
-    if (error == 0)
-        real_sem_post(sem);
-    advance();
-    if (error) {
-        errno = error;
-        return -1;
-    }
-    return 0;
+    if (variant != 0)
+        return sem_result(replay(OP_SEM_POST));
+    leader_lock();
+    int error = real_sem_post(sem) ? errno : 0;
+    append(OP_SEM_POST, error);
+    leader_unlock();
+    return sem_result(error);
 }
 
 int sem_getvalue(sem_t *restrict sem, int *restrict value) {
     if (!active())
         return real_sem_getvalue(sem, value);
-    if (variant == 0) {
+    int32_t seen;
+    if (variant != 0) {
+        seen = replay(OP_SEM_VALUE);
+    } else {
         leader_lock();
-        int result = real_sem_getvalue(sem, value);
-        append(OP_SEM_VALUE, result ? INT32_MIN : *value);
+        seen = real_sem_getvalue(sem, value) ? INT32_MIN : *value;
+        append(OP_SEM_VALUE, seen);
         leader_unlock();
-        return result;
     }
-    int seen = await_turn(OP_SEM_VALUE);
-    advance();
-    if (seen == INT32_MIN) {
-        errno = EINVAL;
-        return -1;
-    }
+    if (seen == INT32_MIN)
+        return sem_result(EINVAL);
     *value = seen;
     return 0;
 }
@@ -575,5 +590,5 @@ __attribute__((constructor)) static void load(void) {
     if (index < 0 || index >= MAX_VARIANTS)
         return;
     variant = index;
-    pthread_atfork(NULL, NULL, after_fork_child);
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
