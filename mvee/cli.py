@@ -187,7 +187,7 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
     with lock_agent.session(len(executables), use_lock_agent) as agent:
         try:
             for index, executable in enumerate(executables):
-                variants.append(start(index, executable, program_argv, seccomp, agent.environment))
+                variants.append(start(index, executable, program_argv, seccomp, agent.environment()))
             monitor = Monitor(variants, options)
             outcome = monitor.run()
         except StartError as error:

@@ -249,6 +249,22 @@ static void advance(void) {
     ring(0);
 }
 
+/* Whether the process may have more than one thread: until its first pthread_create, the
+ * order of operations on its own objects is its program order, the same in every variant,
+ * and they run as natively (a single-threaded Python makes thousands). */
+static int threaded;
+
+/* glibc's layouts: a mutex's kind bit for PTHREAD_PROCESS_SHARED, a semaphore's futex
+ * flags (LLL_SHARED, 128, for a shared one: sem_open's, sem_init's with pshared; 0 else). */
+#define MUTEX_PSHARED_BIT 128
+static int mutex_shared(pthread_mutex_t *mutex) {
+    return (mutex->__data.__kind & MUTEX_PSHARED_BIT) != 0;
+}
+
+static int sem_shared(sem_t *sem) {
+    return ((int *)sem)[sizeof(void *) == 8 ? 2 : 1] != 0;
+}
+
 /* A fork is an operation too: the child starts with its locks as the leader's child
  * does, every operation before the fork done, none after it. The leader holds its lock
  * over the fork (the log is shared: the parent releases it); a follower's cursor stays
@@ -280,9 +296,14 @@ static void after_fork_parent(void) {
 static void after_fork_child(void) {
     forking = 0;
     thread_key = 0;  /* another TID */
+    threaded = 0;    /* the thread that forked, alone */
 }
 
 /* --- the wrapped primitives --- */
+
+static int ordered(int shared) {
+    return (threaded || shared) && active();
+}
 
 /* A follower's operation: the leader's result, at its turn. It never touches the object:
  * the order is the log's (and so is the memory ordering: the cursor is an atomic), and an
@@ -303,7 +324,7 @@ static int sem_result(int32_t error) {
 }
 
 int pthread_mutex_lock(pthread_mutex_t *mutex) {
-    if (!active())
+    if (!ordered(mutex_shared(mutex)))
         return real_pthread_mutex_lock(mutex);
     if (variant != 0)
         return replay(OP_LOCK);
@@ -313,7 +334,7 @@ int pthread_mutex_lock(pthread_mutex_t *mutex) {
 }
 
 int pthread_mutex_trylock(pthread_mutex_t *mutex) {
-    if (!active())
+    if (!ordered(mutex_shared(mutex)))
         return real_pthread_mutex_trylock(mutex);
     if (variant != 0)
         return replay(OP_LOCK);
@@ -325,7 +346,7 @@ int pthread_mutex_trylock(pthread_mutex_t *mutex) {
 }
 
 int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *deadline) {
-    if (!active())
+    if (!ordered(mutex_shared(mutex)))
         return real_pthread_mutex_timedlock(mutex, deadline);
     if (variant != 0)
         return replay(OP_LOCK);
@@ -335,7 +356,7 @@ int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *deadl
 }
 
 int pthread_mutex_unlock(pthread_mutex_t *mutex) {
-    if (!active())
+    if (!ordered(mutex_shared(mutex)))
         return real_pthread_mutex_unlock(mutex);
     if (variant != 0)
         return replay(OP_UNLOCK);
@@ -361,24 +382,26 @@ static int cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex, const struct 
 }
 
 int pthread_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex) {
-    return active() ? cond_wait(cond, mutex, NULL) : real_pthread_cond_wait(cond, mutex);
+    return ordered(mutex_shared(mutex)) ? cond_wait(cond, mutex, NULL) : real_pthread_cond_wait(cond, mutex);
 }
 
 int pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex, const struct timespec *deadline) {
-    return active() ? cond_wait(cond, mutex, deadline) : real_pthread_cond_timedwait(cond, mutex, deadline);
+    return ordered(mutex_shared(mutex)) ? cond_wait(cond, mutex, deadline)
+                                        : real_pthread_cond_timedwait(cond, mutex, deadline);
 }
 
 /* A follower's threads never wait on a condition variable: nothing to wake (and one the
  * leader shares would wake the leader's). */
 int pthread_cond_signal(pthread_cond_t *cond) {
-    return active() && variant != 0 ? 0 : real_pthread_cond_signal(cond);
+    return variant > 0 && initialised > 0 ? 0 : real_pthread_cond_signal(cond);
 }
 
 int pthread_cond_broadcast(pthread_cond_t *cond) {
-    return active() && variant != 0 ? 0 : real_pthread_cond_broadcast(cond);
+    return variant > 0 && initialised > 0 ? 0 : real_pthread_cond_broadcast(cond);
 }
 
 int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg) {
+    threaded = 1;
     active();  /* the log is mapped while the process has one thread */
     return real_pthread_create(thread, attr, start, arg);
 }
@@ -391,19 +414,19 @@ static int sem_blocking(int result) {
 }
 
 int sem_wait(sem_t *sem) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_wait(sem);
     return variant != 0 ? sem_result(replay(OP_SEM_WAIT)) : sem_blocking(real_sem_wait(sem));
 }
 
 int sem_timedwait(sem_t *sem, const struct timespec *deadline) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_timedwait(sem, deadline);
     return variant != 0 ? sem_result(replay(OP_SEM_WAIT)) : sem_blocking(real_sem_timedwait(sem, deadline));
 }
 
 int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *deadline) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_clockwait(sem, clock, deadline);
     return variant != 0 ? sem_result(replay(OP_SEM_WAIT))
                         : sem_blocking(real_sem_clockwait(sem, clock, deadline));
@@ -411,7 +434,7 @@ int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *deadline) 
 
 /* The semaphore's non-blocking operations: in the leader, inside its lock. */
 int sem_trywait(sem_t *sem) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_trywait(sem);
     if (variant != 0)
         return sem_result(replay(OP_SEM_WAIT));
@@ -423,7 +446,7 @@ int sem_trywait(sem_t *sem) {
 }
 
 int sem_post(sem_t *sem) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_post(sem);
     if (variant != 0)
         return sem_result(replay(OP_SEM_POST));
@@ -435,7 +458,7 @@ int sem_post(sem_t *sem) {
 }
 
 int sem_getvalue(sem_t *restrict sem, int *restrict value) {
-    if (!active())
+    if (!ordered(sem_shared(sem)))
         return real_sem_getvalue(sem, value);
     int32_t seen;
     if (variant != 0) {
@@ -474,7 +497,8 @@ static size_t preload_room(char *const envp[]) {
     return 11 + strlen(preload_entry) + 1 + (theirs ? strlen(theirs) : 0) + 1;
 }
 
-/* envp with the agent's variables first (the monitor looks at envp[0]). */
+/* envp with the agent's variable first (the monitor looks at envp[0]) and LD_PRELOAD
+ * with the agent (where envp has it, else last). */
 static char **with_agent(char *const envp[], char **out, char *preload) {
     const char *theirs = preload_of(envp);
     strcpy(preload, "LD_PRELOAD=");
@@ -485,10 +509,13 @@ static char **with_agent(char *const envp[], char **out, char *preload) {
     }
     size_t n = 0;
     out[n++] = agent_variable;
-    out[n++] = preload;
     for (size_t i = 0; envp && envp[i]; i++)
-        if (strncmp(envp[i], "LD_PRELOAD=", 11) && strncmp(envp[i], VARIABLE, sizeof VARIABLE - 1))
+        if (!strncmp(envp[i], "LD_PRELOAD=", 11))
+            out[n++] = preload;
+        else if (strncmp(envp[i], VARIABLE, sizeof VARIABLE - 1))
             out[n++] = envp[i];
+    if (!theirs)
+        out[n++] = preload;
     out[n] = NULL;
     return out;
 }

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 SOURCE = Path(__file__).with_name("lock_agent.c")
 NAME = "mvee-lock-agent.so"
-VARIABLE = b"MVEE_LOCK_AGENT="
+_NAME = "MVEE_LOCK_AGENT"
+VARIABLE = f"{_NAME}=".encode()
 # The agent's log header (struct header in lock_agent.c): uint32 words.
 MAGIC = 0x4D4C4F47
 MAX_VARIANTS = 16
@@ -77,16 +78,27 @@ def build() -> str:
 class Session:
     """The agent for one run: the variants' environment and, at the end, what it did."""
 
-    environment: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)  # the agent's: its variable first
     reason: str | None = None  # why it is not loaded
     log: mmap.mmap | None = None
 
+    def environment(self) -> dict[str, str] | None:
+        """The monitor's environment with the agent's variables: its own first (where
+        `tell_index` finds it), LD_PRELOAD where the program has it."""
+        if not self.variables:
+            return None
+        environment = {name: value for name, value in self.variables.items() if name not in os.environ}
+        environment.update((name, self.variables.get(name, value)) for name, value in os.environ.items()
+                           if name != _NAME)
+        return environment
+
     def describe(self) -> dict[str, object]:
+        """For the report: whether the agent was preloaded, else why not; and how many of
+        the leader's processes ordered how many operations with it."""
         if self.log is None:
-            return {"loaded": False, "reason": self.reason}
+            return {"enabled": False, "reason": self.reason}
         processes = struct.unpack_from("<I", self.log, _ATTACHED)[0]
-        head = _HEADER.unpack_from(self.log)[5]
-        return {"loaded": processes > 0, "processes": processes, "operations": head}
+        return {"enabled": True, "processes": processes, "operations": _HEADER.unpack_from(self.log)[5]}
 
 
 @contextmanager
@@ -107,9 +119,9 @@ def session(variants: int, enabled: bool) -> Iterator[Session]:
         with mmap.mmap(fd, size) as log:
             _HEADER.pack_into(log, 0, MAGIC, variants, CAPACITY, ENTRIES_AT, 0, 0)
             theirs = os.environ.get("LD_PRELOAD")
-            environment = {"MVEE_LOCK_AGENT": f"00:/proc/{os.getpid()}/fd/{fd}",
-                           "LD_PRELOAD": f"{preload}:{theirs}" if theirs else preload}
-            yield Session(environment, log=log)
+            variables = {_NAME: f"00:/proc/{os.getpid()}/fd/{fd}",
+                         "LD_PRELOAD": f"{preload}:{theirs}" if theirs else preload}
+            yield Session(variables, log=log)
     finally:
         os.close(fd)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,17 +112,16 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
 
 
 def start(index: int, executable: str, argv: list[str], seccomp: Filter | None = None,
-          environment: dict[str, str] | None = None) -> Variant:
+          environment: Mapping[str, str] | None = None) -> Variant:
     """Fork a child that execs `executable` under ptrace; return it stopped after exec.
-    With `seccomp`, the child runs under that filter, if the kernel lets it; its
-    environment is the monitor's with `environment`'s variables first.
+    With `seccomp`, the child runs under that filter, if the kernel lets it; with
+    `environment`, in that environment (else the monitor's).
 
     The child reports a failed execve's errno through a close-on-exec pipe, as
     subprocess does, so the monitor can say why a program did not start.
     """
     error_read, error_write = os.pipe()
-    added = environment or {}
-    env = {**added, **{name: value for name, value in os.environ.items() if name not in added}}
+    env = os.environ if environment is None else environment
     monitor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: only async-signal-safe work until execve
