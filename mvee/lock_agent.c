@@ -2,19 +2,16 @@
  * threads take the leader's lock order (docs/architecture.md, "Lock-order recording
  * and replay"). After GHUMVEE's total-order synchronisation agent.
  *
- * One log per run, a file the monitor made (MVEE_LOCK_AGENT=NN:PATH; the monitor writes
+ * One log per run, which the monitor holds (MVEE_LOCK_AGENT=NN:PATH; the monitor writes
  * the variant's index NN at every exec stop), mapped by every process of every variant.
  * The leader (variant 0) appends one entry per operation on a mutex, condition variable
  * or semaphore: (the thread's key, the operation, its result), in the order its threads
- * performed them, under one lock shared by its processes. A follower keeps one cursor per
- * variant: a thread waits until the entry at the cursor names it, then performs the
- * operation (or, for a try or timed one that failed in the leader, returns the leader's
- * result without it), then moves the cursor on. A thread's key is its TID as every
- * variant sees it (gettid: the leader's). Non-blocking operations run in the leader
- * inside its lock with their entry; a blocking acquisition is entered after it
- * succeeded: so at each entry a follower's object is in a state where the operation
- * does not block, and a follower never waits on a condition variable (its wait is the
- * release and the re-acquisition of the mutex, in the leader's order).
+ * performed them, under one lock shared by its processes. Non-blocking operations run
+ * inside that lock with their entry; a blocking acquisition is entered after it
+ * succeeded. A follower keeps one cursor per variant: a thread waits until the entry at
+ * the cursor names it, returns the leader's result without touching the object, and
+ * moves the cursor on. A thread's key is its TID as every variant sees it (gettid: the
+ * leader's).
  *
  * Built by the monitor (mvee/lock_agent.py) for x86_64 and i386.
  */
