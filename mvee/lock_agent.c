@@ -266,7 +266,7 @@ static int sem_shared(sem_t *sem) {
  * does, every operation before the fork done, none after it. The leader holds its lock
  * over the fork (the log is shared: the parent releases it); a follower's cursor stays
  * at the fork's entry until the parent moves it on. */
-static int forking;  /* this process's fork is ordered: the thread that forks */
+static __thread int forking;  /* this thread's fork is ordered */
 
 static void before_fork(void) {
     forking = active();
@@ -290,10 +290,11 @@ static void after_fork_parent(void) {
         advance();
 }
 
+/* The child of a process that had threads stays ordered: its objects are as the parent's
+ * were (in a follower, never touched since). */
 static void after_fork_child(void) {
     forking = 0;
     thread_key = 0;  /* another TID */
-    threaded = 0;    /* the thread that forked, alone */
 }
 
 /* --- the wrapped primitives --- */

@@ -17,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,29 +50,31 @@ class Unavailable(Exception):
 
 def build() -> str:
     """The LD_PRELOAD entry of the agent, built for every ABI if not yet in the cache."""
-    import hashlib  # here: a short run's start-up does without them
-    import shutil
-    import subprocess
-
     source = SOURCE.read_bytes()
-    directory = Path(cached.cache_dir()) / f"lock-agent-{hashlib.sha256(source).hexdigest()[:16]}"
-    compiler = shutil.which("gcc") or shutil.which("cc")
+    directory = Path(cached.cache_dir()) / f"lock-agent-{zlib.crc32(source):08x}"
     for platform, flag in PLATFORMS.items():
         target = directory / platform / NAME
-        if target.exists():
-            continue
-        if compiler is None:
-            raise Unavailable("no C compiler to build it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f"{NAME}.{os.getpid()}.tmp")
-        done = subprocess.run([compiler, flag, "-O2", "-shared", "-fPIC", "-o", str(temporary), str(SOURCE)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            temporary.unlink(missing_ok=True)
-            first = (done.stderr.strip().splitlines() or ["failed"])[0]
-            raise Unavailable(f"cannot build it for {platform}: {first}")
-        os.replace(temporary, target)
+        if not target.exists():
+            _compile(flag, target, platform)
     return str(directory / "$PLATFORM" / NAME)
+
+
+def _compile(flag: str, target: Path, platform: str) -> None:
+    import shutil  # here: a run with the agent built does without them
+    import subprocess
+
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise Unavailable("no C compiler to build it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{NAME}.{os.getpid()}.tmp")
+    done = subprocess.run([compiler, flag, "-O2", "-shared", "-fPIC", "-o", str(temporary), str(SOURCE)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        temporary.unlink(missing_ok=True)
+        first = (done.stderr.strip().splitlines() or ["failed"])[0]
+        raise Unavailable(f"cannot build it for {platform}: {first}")
+    os.replace(temporary, target)
 
 
 @dataclass
