@@ -321,27 +321,41 @@ static int sem_result(int32_t error) {
     return -1;
 }
 
-int pthread_mutex_lock(pthread_mutex_t *mutex) {
-    if (!ordered(mutex_shared(mutex)))
-        return real_pthread_mutex_lock(mutex);
-    if (variant != 0)
-        return replay(OP_LOCK);
-    int result = real_pthread_mutex_lock(mutex);
-    record(OP_LOCK, result);
-    return result;
+/* A mutex or semaphore operation: one that blocks is entered after it, the others inside
+ * the leader's lock. A semaphore's entry is 0 or its errno (`with_errno`). */
+typedef int (*operation_t)(void *);
+
+static int operation(void *object, int shared, operation_t real, uint32_t op, int blocks, int with_errno) {
+    if (!ordered(shared))
+        return real(object);
+    if (variant != 0) {
+        int32_t entry = replay(op);
+        return with_errno ? sem_result(entry) : entry;
+    }
+    if (!blocks)
+        leader_lock();
+    int result = real(object);
+    int32_t entry = with_errno && result ? errno : result;
+    if (blocks) {
+        record(op, entry);
+    } else {
+        append(op, entry);
+        leader_unlock();
+    }
+    return with_errno ? sem_result(entry) : entry;
 }
 
-int pthread_mutex_trylock(pthread_mutex_t *mutex) {
-    if (!ordered(mutex_shared(mutex)))
-        return real_pthread_mutex_trylock(mutex);
-    if (variant != 0)
-        return replay(OP_LOCK);
-    leader_lock();
-    int result = real_pthread_mutex_trylock(mutex);
-    append(OP_LOCK, result);
-    leader_unlock();
-    return result;
-}
+#define ORDERED(name, type, shared, op, blocks, with_errno)                                 \
+    int name(type *object) {                                                                \
+        return operation(object, shared(object), (operation_t)real_##name, op, blocks, with_errno); \
+    }
+
+ORDERED(pthread_mutex_lock, pthread_mutex_t, mutex_shared, OP_LOCK, 1, 0)
+ORDERED(pthread_mutex_trylock, pthread_mutex_t, mutex_shared, OP_LOCK, 0, 0)
+ORDERED(pthread_mutex_unlock, pthread_mutex_t, mutex_shared, OP_UNLOCK, 0, 0)
+ORDERED(sem_wait, sem_t, sem_shared, OP_SEM_WAIT, 1, 1)
+ORDERED(sem_trywait, sem_t, sem_shared, OP_SEM_WAIT, 0, 1)
+ORDERED(sem_post, sem_t, sem_shared, OP_SEM_POST, 0, 1)
 
 int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *deadline) {
     if (!ordered(mutex_shared(mutex)))
@@ -350,18 +364,6 @@ int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *deadl
         return replay(OP_LOCK);
     int result = real_pthread_mutex_timedlock(mutex, deadline);
     record(OP_LOCK, result);
-    return result;
-}
-
-int pthread_mutex_unlock(pthread_mutex_t *mutex) {
-    if (!ordered(mutex_shared(mutex)))
-        return real_pthread_mutex_unlock(mutex);
-    if (variant != 0)
-        return replay(OP_UNLOCK);
-    leader_lock();
-    int result = real_pthread_mutex_unlock(mutex);
-    append(OP_UNLOCK, result);
-    leader_unlock();
     return result;
 }
 
@@ -411,12 +413,6 @@ static int sem_blocking(int result) {
     return sem_result(error);
 }
 
-int sem_wait(sem_t *sem) {
-    if (!ordered(sem_shared(sem)))
-        return real_sem_wait(sem);
-    return variant != 0 ? sem_result(replay(OP_SEM_WAIT)) : sem_blocking(real_sem_wait(sem));
-}
-
 int sem_timedwait(sem_t *sem, const struct timespec *deadline) {
     if (!ordered(sem_shared(sem)))
         return real_sem_timedwait(sem, deadline);
@@ -428,31 +424,6 @@ int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *deadline) 
         return real_sem_clockwait(sem, clock, deadline);
     return variant != 0 ? sem_result(replay(OP_SEM_WAIT))
                         : sem_blocking(real_sem_clockwait(sem, clock, deadline));
-}
-
-/* The semaphore's non-blocking operations: in the leader, inside its lock. */
-int sem_trywait(sem_t *sem) {
-    if (!ordered(sem_shared(sem)))
-        return real_sem_trywait(sem);
-    if (variant != 0)
-        return sem_result(replay(OP_SEM_WAIT));
-    leader_lock();
-    int error = real_sem_trywait(sem) ? errno : 0;
-    append(OP_SEM_WAIT, error);
-    leader_unlock();
-    return sem_result(error);
-}
-
-int sem_post(sem_t *sem) {
-    if (!ordered(sem_shared(sem)))
-        return real_sem_post(sem);
-    if (variant != 0)
-        return sem_result(replay(OP_SEM_POST));
-    leader_lock();
-    int error = real_sem_post(sem) ? errno : 0;
-    append(OP_SEM_POST, error);
-    leader_unlock();
-    return sem_result(error);
 }
 
 int sem_getvalue(sem_t *restrict sem, int *restrict value) {
