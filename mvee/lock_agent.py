@@ -56,7 +56,10 @@ def build() -> str:
         target = directory / platform / NAME
         if not target.exists():
             _compile(flag, target, platform)
-    return str(directory / "$PLATFORM" / NAME)
+    entry = str(directory / "$PLATFORM" / NAME)
+    if ":" in entry or " " in entry:  # LD_PRELOAD's separators
+        raise Unavailable(f"its path would be split in LD_PRELOAD: {entry}")
+    return entry
 
 
 def _compile(flag: str, target: Path, platform: str) -> None:
@@ -90,7 +93,8 @@ class Session:
         `tell_index` finds it), LD_PRELOAD where the program has it."""
         if not self.variables:
             return None
-        environment = {name: value for name, value in self.variables.items() if name not in os.environ}
+        environment = {name: value for name, value in self.variables.items()
+                       if name == _NAME or name not in os.environ}
         environment.update((name, self.variables.get(name, value)) for name, value in os.environ.items()
                            if name != _NAME)
         return environment
