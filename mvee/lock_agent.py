@@ -135,11 +135,12 @@ def session(variants: int, enabled: bool) -> Iterator[Session]:
 
 def tell_index(pid: int, memory: Memory, index: int) -> None:
     """At an exec stop: the agent's variable, if envp[0] is it, names this variant. Not in
-    a static program, which loads no agent: its environment stays the same in every variant."""
+    a program that loads no agent (static, or setuid: the loader ignores LD_PRELOAD): its
+    environment stays the same in every variant."""
     abi, envp = vdso.initial_stack(pid, memory)
     (pointer,) = abi.unpack_words(memory.read(envp, abi.word_size))
     if not pointer or memory.read(pointer, len(VARIABLE)) != VARIABLE:
         return
-    interpreter = vdso.auxv_entry(abi, memory, envp, vdso.AT_BASE)
-    if interpreter is not None and interpreter[1] != 0:
+    auxv = vdso.auxv_entries(abi, memory, envp, {vdso.AT_BASE, vdso.AT_SECURE})
+    if auxv.get(vdso.AT_BASE, (0, 0))[1] != 0 and auxv.get(vdso.AT_SECURE, (0, 0))[1] == 0:
         memory.write(pointer + len(VARIABLE), b"%02d" % index)

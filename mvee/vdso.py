@@ -21,6 +21,7 @@ from mvee.ptrace_api import Memory
 AT_NULL = 0
 AT_IGNORE = 1
 AT_BASE = 7  # the program interpreter's base: 0 without one (a static program)
+AT_SECURE = 23  # setuid and the like: the dynamic loader ignores LD_PRELOAD
 AT_SYSINFO_EHDR = 33
 _MAX_WORDS = 1 << 16  # argv, envp and auxv together: ARG_MAX-sized stacks stay well below
 
@@ -34,9 +35,9 @@ def initial_stack(pid: int, memory: Memory) -> tuple[Abi, int]:
     return abi, address + (1 + argc + 1) * abi.word_size  # argc, argv[], NULL
 
 
-def auxv_entry(abi: Abi, memory: Memory, envp: int, wanted: int) -> tuple[int, int] | None:
-    """The auxv entry of type `wanted` on a new initial stack whose envp[] is at `envp`:
-    (its address, its value)."""
+def auxv_entries(abi: Abi, memory: Memory, envp: int, wanted: set[int]) -> dict[int, tuple[int, int]]:
+    """The auxv entries of the types `wanted` on a new initial stack whose envp[] is at
+    `envp`: type -> (its address, its value)."""
     word = abi.word_size
     address = envp
     for _ in range(_MAX_WORDS):  # envp[] up to its NULL
@@ -44,21 +45,22 @@ def auxv_entry(abi: Abi, memory: Memory, envp: int, wanted: int) -> tuple[int, i
         address += word
         if pointer == 0:
             break
+    found: dict[int, tuple[int, int]] = {}
     for _ in range(_MAX_WORDS):  # auxv: (type, value) pairs up to AT_NULL
         kind, value = abi.unpack_words(memory.read(address, 2 * word))
         if kind == AT_NULL:
-            return None
-        if kind == wanted:
-            return address, value
+            break
+        if kind in wanted:
+            found[kind] = (address, value)
         address += 2 * word
-    return None
+    return found
 
 
 def hide(pid: int, memory: Memory) -> bool:
     """At an exec stop: replace AT_SYSINFO_EHDR on the new initial stack by AT_IGNORE.
     False if the vector had no such entry (a kernel without a vDSO)."""
     abi, envp = initial_stack(pid, memory)
-    entry = auxv_entry(abi, memory, envp, AT_SYSINFO_EHDR)
+    entry = auxv_entries(abi, memory, envp, {AT_SYSINFO_EHDR}).get(AT_SYSINFO_EHDR)
     if entry is None:
         return False
     memory.write(entry[0], abi.pack_word(AT_IGNORE))
