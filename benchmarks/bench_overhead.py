@@ -178,27 +178,33 @@ def timed_mvee(argv: Sequence[str], report: Path, baseline: bool = False) -> tup
 
 
 def timed_runs(name: str, argv: list[str], report: Path, runs: int,
-               parallel: bool = False) -> tuple[Timing, Timing, Timing, Timing]:
-    """Native, mvee, the baseline's mvee (with --baseline) and VARIANTS native copies at
-    once (`parallel`), interleaved, so drifting machine load hits all alike."""
+               parallel: bool = False) -> tuple[Timing, Timing, Timing, Timing, Timing]:
+    """Native, mvee, the baseline's mvee (with --baseline), VARIANTS native copies at
+    once (`parallel`) and the fair floor loop, interleaved, so drifting machine load
+    hits all alike."""
     native, traced = Timing("native"), Timing("mvee")
     baseline, copies = Timing("mvee, baseline"), Timing(f"native x{VARIANTS} at once")
+    floor = Timing(f"Python {VARIANTS}-variant lockstep loop")
     for run in range(runs):
         progress(f"{name} run {run + 1}/{runs}")
         native.add(timed(argv))
         if parallel:
             copies.samples.append(timed_parallel(argv, VARIANTS))
+        floor.samples.append(timed_lockstep_floor(argv)[0])
         elapsed, traced.syscalls = timed_mvee(argv, report)
         traced.add(elapsed)
         if BASELINE:
             baseline.add(timed_mvee(argv, report, baseline=True)[0])
-    return native, traced, baseline, copies
+    return native, traced, baseline, copies, floor
 
 
-def workload_result(workload: str, native: Timing, traced: Timing, baseline: Timing, target: float,
-                    **extra: Any) -> dict[str, Any]:
+def workload_result(workload: str, native: Timing, traced: Timing, baseline: Timing, floor: Timing,
+                    target: float, **extra: Any) -> dict[str, Any]:
+    """`floor`: the same command under the fair floor loop, the least a two-variant
+    ptrace monitor in Python costs it (no interpreter start, no decoding)."""
     results = {"workload": workload, "native": summary(native), "mvee": summary(traced),
-               "ratio": traced.median / native.median, "target": target, **extra}
+               "ratio": traced.median / native.median, "target": target,
+               "lockstep_floor": summary(floor) | {"ratio": floor.median / native.median}, **extra}
     if baseline.samples:
         results["baseline"] = summary(baseline) | {"ratio": baseline.median / native.median}
     return results
@@ -256,14 +262,16 @@ def timed_python_tracer(argv: Sequence[str], environment: dict[str, str] | None 
 def timed_lockstep_floor(argv: Sequence[str]) -> tuple[float, int]:
     """The fair floor of a two-variant monitor: two copies, each stopped at every
     syscall entry and exit (PTRACE_SYSCALL), resumed together once both stopped,
-    signals re-injected at once; no decoding, no comparison. Returns the wall time
-    and the syscalls of one copy."""
+    signals re-injected at once; no decoding, no comparison. Their output goes to
+    /dev/null. Returns the wall time and the syscalls of one copy."""
     start = time.perf_counter()
     pids = []
     for _ in range(VARIANTS):
         pid = os.fork()
         if pid == 0:
             try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
                 binding.ptrace_traceme()
                 os.execv(argv[0], list(argv))
             finally:
@@ -373,8 +381,8 @@ def bench_cpu(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     digest = verify_gzip(gzip, source, workdir)
     argv = [gzip, "-9c", str(source)]
     report = workdir / "report-gzip.json"
-    native, traced, baseline, parallel = timed_runs("gzip", argv, report, options.runs, parallel=True)
-    return workload_result(f"gzip -9c {options.size_mb} MB", native, traced, baseline, CPU_TARGET,
+    native, traced, baseline, parallel, floor = timed_runs("gzip", argv, report, options.runs, parallel=True)
+    return workload_result(f"gzip -9c {options.size_mb} MB", native, traced, baseline, floor, CPU_TARGET,
                            native_parallel=summary(parallel),
                            ratio_vs_native_parallel=traced.median / parallel.median, output_sha256=digest)
 
@@ -390,8 +398,8 @@ def bench_tar(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # file when it writes to /dev/null).
     argv = [tar, "cf", str(archive), "-C", str(workdir), "tree"]
     report = workdir / "report-tar.json"
-    native, traced, baseline, _ = timed_runs("tar", argv, report, runs=options.runs)
-    return workload_result(f"tar cf of {TAR_FILES} files", native, traced, baseline, TAR_TARGET)
+    native, traced, baseline, _, floor = timed_runs("tar", argv, report, runs=options.runs)
+    return workload_result(f"tar cf of {TAR_FILES} files", native, traced, baseline, floor, TAR_TARGET)
 
 
 def tracer_cost(name: str, full: Timing, empty: Timing, native_full: Timing, native_empty: Timing,
@@ -555,6 +563,12 @@ def verdict(value: float, target: float) -> str:
     return "ok" if value <= target else "MISSED"
 
 
+def floor_row(result: dict[str, Any], ratio_format: str) -> list[str]:
+    floor = result["lockstep_floor"]
+    return [f"  Python {VARIANTS}-variant lockstep loop (floor)", f"{result['native']['median']:.3f}",
+            f"{floor['median']:.3f}", f"{floor['ratio']:{ratio_format}}x", "(reference)", ""]
+
+
 def render(results: dict[str, Any]) -> str:
     cpu, sys_, tar = results["cpu_bound"], results["syscall_heavy"], results["tar"]
     workloads = [["workload", "native s", f"mvee -n {VARIANTS} s", "ratio", "target", "result"]]
@@ -563,11 +577,13 @@ def render(results: dict[str, Any]) -> str:
     workloads.append([f"  vs {VARIANTS} native copies at once", f"{cpu['native_parallel']['median']:.3f}",
                       f"{cpu['mvee']['median']:.3f}", f"{cpu['ratio_vs_native_parallel']:.2f}x",
                       "(reference)", ""])
+    workloads.append(floor_row(cpu, ".2f"))
     if "baseline" in cpu:
         workloads.append(["  baseline checkout", f"{cpu['native']['median']:.3f}",
                           f"{cpu['baseline']['median']:.3f}", f"{cpu['baseline']['ratio']:.2f}x", "", ""])
     workloads.append([tar["workload"], f"{tar['native']['median']:.3f}", f"{tar['mvee']['median']:.3f}",
                       f"{tar['ratio']:.1f}x", f"<= {TAR_TARGET:.0f}x", verdict(tar["ratio"], TAR_TARGET)])
+    workloads.append(floor_row(tar, ".1f"))
     if "baseline" in tar:
         workloads.append(["  baseline checkout", f"{tar['native']['median']:.3f}",
                           f"{tar['baseline']['median']:.3f}", f"{tar['baseline']['ratio']:.1f}x", "", ""])

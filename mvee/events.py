@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -194,11 +194,16 @@ class Waiter:
         return any(isinstance(event, SignalStop) and event.signum == signum
                    for event in self.held.get(pid, ()))
 
-    def take_held(self, pids: frozenset[int]) -> Event | None:
+    def take_held(self, pids: Iterable[int]) -> Event | None:
+        if not self.held:
+            return None
         for pid in pids:
             queue = self.held.get(pid)
             if queue:
-                return queue.popleft()
+                event = queue.popleft()
+                if not queue:
+                    del self.held[pid]  # empty: `held` is empty when nothing is held
+                return event
         return None
 
     def __enter__(self) -> Waiter:
@@ -220,7 +225,7 @@ class Waiter:
         """The next stop of `pid` (-1: any variant), or None at `deadline`. `skipped`: a
         syscall stop is the exit of a call the monitor skipped, and is not read."""
         if pid != -1:
-            held = self.take_held(frozenset((pid,)))
+            held = self.take_held((pid,))
             if held is not None:
                 return held
         while True:

@@ -87,10 +87,11 @@ class Monitor:
             variant.run_on()
         while True:
             self._settle()
-            if all(s.ended for s in self.sets):
+            running = [s for s in self.sets if not s.ended]
+            if not running:
                 return self._final_outcome()
             deadlines = [s.waiting_for.deadline if s.call is not None and s.waiting_for else
-                         s.next_deadline() for s in self.sets if not s.ended]
+                         s.next_deadline() for s in running]
             due = [d for d in deadlines if d is not None]
             event = self.waiter.next(deadline=min(due) if due else None)
             if event is None:
@@ -119,7 +120,7 @@ class Monitor:
                         variant_set.take(held)
                         moved = True
                     continue
-                held = self.waiter.take_held(frozenset(v.pid for v in variant_set.variants))
+                held = self.waiter.take_held([v.pid for v in variant_set.variants])
                 if held is not None:
                     variant_set.on_event(held)
                     moved = True
@@ -144,6 +145,8 @@ class Monitor:
         births, self.waiter.births = self.waiter.births, []
         for birth in births:
             self.unpaired.setdefault(birth.variant.pid, []).append((birth.child, birth.thread))
+        if not self.unpaired:
+            return False
         for parent in list(self.sets):
             queues = [self.unpaired.get(v.pid) for v in parent.variants]
             while all(queues):
@@ -153,6 +156,8 @@ class Monitor:
                                 "a process in others")
                 self._new_set(parent, [child for child, _ in children], children[0][1])
                 formed = True
+        if formed:  # empty queues dropped: no births waiting is an empty dict
+            self.unpaired = {pid: queue for pid, queue in self.unpaired.items() if queue}
         return formed
 
     def _new_set(self, parent: VariantSet, children: list[int], thread: bool) -> None:

@@ -1,7 +1,7 @@
 """A variant's own /proc files: each variant reads its own, not the leader's.
 
 `/proc/self/maps` and the like describe the process that reads them: its layout
-(ASLR), its counters. Replicated from the leader, a follower would see the
+(ASLR). Replicated from the leader, a follower would see the
 leader's memory map (gnulib's stack-overflow set-up in cmp, diff, grep then takes
 another path). So an open, read-only, of one of the informational files below in
 `/proc/self`, `/proc/thread-self` or `/proc/<the leader's PID>` (the PID every
@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from mvee.engine import Call
     from mvee.variant import Variant
 
-# Files of /proc/PID that only describe the process reading them.
+# Files of /proc/PID that describe the reading process's layout (addresses), which a
+# program may use on itself. The others (status, statm, io, cmdline ...) are read as any
+# file is, the leader's: their counters and PIDs are the leader's view of the world, and
+# a program that prints them prints one thing in every variant.
 OWN_NAMES = frozenset({
-    b"maps", b"smaps", b"smaps_rollup", b"numa_maps", b"pagemap", b"stat", b"statm", b"status",
-    b"auxv", b"syscall", b"stack", b"io", b"sched", b"schedstat", b"wchan", b"personality",
-    b"environ", b"cmdline", b"comm", b"limits",
+    b"maps", b"smaps", b"smaps_rollup", b"numa_maps", b"pagemap", b"stat", b"auxv", b"syscall",
+    b"stack",
 })
 _SELF = (b"self", b"thread-self")
 _WRITE_OR_CREATE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC

@@ -157,7 +157,7 @@ def syscall_info(pid: int) -> SyscallStop:
     if op in (SYSCALL_INFO_ENTRY, SYSCALL_INFO_SECCOMP):
         nr, *args = _ENTRY.unpack_from(raw, _SYSCALL_INFO.size)
         mask = abi.word_mask
-        return SyscallStop(op, abi, ip, sp, nr=nr, args=tuple(a & mask for a in args))
+        return SyscallStop(op, abi, ip, sp, nr=nr, args=tuple(map(mask.__and__, args)))
     if op == SYSCALL_INFO_EXIT:
         rval, is_error = _EXIT.unpack_from(raw, _SYSCALL_INFO.size)
         return SyscallStop(op, abi, ip, sp, return_value=rval, is_error=bool(is_error))

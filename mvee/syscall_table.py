@@ -357,6 +357,18 @@ TABLE: list[Syscall] = [
     Syscall("mincore", (Addr("addr"), Int("length"), OutPages("vec", length="length")), LEADER),
     Syscall("mremap", (Addr("old_address"), Int("old_size"), Int("new_size"), Flags("flags"),
                        Addr("new_address")), LOCAL, changes_mappings=("old_address", "old_size")),
+    # Locking a variant's own pages in memory, where its own pages are placed: its own
+    # (gpg and ssh-agent lock their secrets; ps sets and reads its memory policy).
+    Syscall("mlock", (Addr("addr"), Int("length")), LOCAL),
+    Syscall("mlock2", (Addr("addr"), Int("length"), Flags("flags")), LOCAL),
+    Syscall("munlock", (Addr("addr"), Int("length")), LOCAL),
+    Syscall("mlockall", (Flags("flags"),), LOCAL),
+    Syscall("munlockall", (), LOCAL),
+    Syscall("get_mempolicy", (Ignored("mode"), Ignored("nodemask"), Int("maxnode"), Addr("addr"),
+                              Flags("flags")), LOCAL),
+    Syscall("set_mempolicy", (Int("mode"), Ignored("nodemask"), Int("maxnode")), LOCAL),
+    Syscall("mbind", (Addr("addr"), Int("length"), Int("mode"), Ignored("nodemask"), Int("maxnode"),
+                      Flags("flags")), LOCAL),
     # --- the process itself ---
     Syscall("arch_prctl", (Int("code"), Ignored("addr")), EACH),
     Syscall("set_thread_area", (Ignored("u_info"),), EACH),
@@ -528,9 +540,9 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "io_pgetevents_time64", "io_uring_setup", "io_uring_enter", "io_uring_register"),
     "a memfd's contents would exist in the leader only (its writes run there) while each "
     "variant maps its own: not supported": ("memfd_create", "memfd_secret"),
-    "memory placement, locking and protection keys are not supported yet": (
-        "mbind", "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages",
-        "mlock", "mlock2", "mlockall", "munlock", "munlockall", "msync", "remap_file_pages",
+    "page migration, msync and protection keys are not supported yet": (
+        "set_mempolicy_home_node", "migrate_pages", "move_pages",
+        "msync", "remap_file_pages",
         "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
     "scheduling and I/O priorities are not supported yet": (
         "setpriority", "nice", "sched_setaffinity", "sched_setparam", "sched_getparam", "sched_setscheduler",

@@ -24,7 +24,9 @@ class StartError(Exception):
     """The program could not be executed; carries the errno of the failed execve."""
 
     def __init__(self, executable: str, errno: int) -> None:
-        super().__init__(f"cannot execute {executable}: {os.strerror(errno)}")
+        # errno 0: the child ended before its execve without an error of its own (a signal)
+        why = os.strerror(errno) if errno else "it ended before its exec"
+        super().__init__(f"cannot execute {executable}: {why}")
         self.errno = errno
 
 

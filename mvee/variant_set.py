@@ -14,8 +14,6 @@ signal dispositions and files with the process's other sets.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from mvee import engine, events, ptrace_api
@@ -47,6 +45,7 @@ class VariantSet:
     def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
                  options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
         self.number = number
+        self.naming = _SetNaming(number)  # the context of its work: its alarms name it
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
         self.parent = parent
@@ -68,7 +67,7 @@ class VariantSet:
 
     @property
     def ended(self) -> bool:
-        return not any(v.alive for v in self.variants)
+        return all(v.ended for v in self.variants)
 
     def inherit(self, parent: VariantSet) -> None:
         """A new set starts with its parents' signal dispositions, own files, epoll cookies
@@ -115,7 +114,7 @@ class VariantSet:
 
     def _advance(self, event: Event | None, first: bool = False) -> None:
         assert self.call is not None
-        with self._naming():
+        with self.naming:
             try:
                 self.waiting_for = next(self.call) if first else self.call.send(event)
             except StopIteration:
@@ -126,7 +125,7 @@ class VariantSet:
     def step(self) -> bool:
         """At a rendezvous of the whole set: compare and start the agreed call. Whether
         anything was done."""
-        with self._naming():
+        with self.naming:
             return self._step()
 
     def _step(self) -> bool:
@@ -135,9 +134,9 @@ class VariantSet:
         live = [v for v in self.variants if v.alive]
         if not live:
             return False
-        wheres = {self.signals.where(v.index) for v in live}
-        if not wheres <= {Where.AT_SYSCALL}:
-            if not wheres & {Where.RUNNING, Where.PARKED}:
+        wheres = [self.signals.where(v.index) for v in live]  # a list: an enum's hash is slow
+        if any(where is not Where.AT_SYSCALL for where in wheres):
+            if Where.RUNNING not in wheres and Where.PARKED not in wheres:
                 raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
                             "stopped, none at a syscall")
             if Where.AT_SYSCALL not in wheres:
@@ -188,19 +187,9 @@ class VariantSet:
                                 else signed(call.args[position], 32))
         return replace(call, values=tuple(values))
 
-    @contextmanager
-    def _naming(self) -> Iterator[None]:
-        """An alarm of a set other than the first names it."""
-        try:
-            yield
-        except Alarm as alarm:
-            if self.number and not alarm.message.startswith("set "):
-                alarm.message = f"set {self.number}: {alarm.message}"
-            raise
-
     def on_event(self, event: Event) -> None:
         """A stop of one of the set's variants while no call of the set is in progress."""
-        with self._naming():
+        with self.naming:
             self._on_event(event)
 
     def _on_event(self, event: Event) -> None:
@@ -220,7 +209,7 @@ class VariantSet:
 
     def on_deadline(self, now: float) -> None:
         if self.call is None:
-            with self._naming():
+            with self.naming:
                 self.executor.on_deadline(now)
                 if self.partial_since is not None and now >= self.partial_since + STALL_SECONDS:
                     self._check_stall()
@@ -301,3 +290,20 @@ class VariantSet:
             ptrace_api.skip_syscall(variant.pid)
             self.signals.on_resumed(variant.index)
         return True
+
+
+class _SetNaming:
+    """The context of a set's work: an alarm of a set other than the first names it (a
+    class, not @contextmanager: it is entered several times per syscall)."""
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        if isinstance(error, Alarm) and self.number and not error.message.startswith("set "):
+            error.message = f"set {self.number}: {error.message}"

@@ -3,6 +3,7 @@ temporary names, on real Debian programs and the test programs, both ABIs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -103,6 +104,17 @@ def test_each_variant_reads_its_own_memory_map(abi: str, path: str, variants: in
     assert (result.returncode, result.stdout) == (0, b"main is in my own map\n"), result.stderr
 
 
+@pytest.mark.parametrize("variants", [2, 3])
+def test_a_status_file_printed_is_the_leaders(variants: int, tmp_path: Path, run_mvee) -> None:
+    """`cat /proc/self/status` prints one file, the leader's (its PID is the one every
+    variant is told), in every variant: no divergence at the write."""
+    result = run_mvee("-n", str(variants), "--report", str(tmp_path / "report.json"), "--",
+                      "/bin/cat", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert f"\nPid:\t{report['variants'][0]['pid']}\n".encode() in result.stdout
+
+
 def _openat(path: bytes, flags: int, pid: int = 4242) -> tuple[OwnFiles, Call]:
     spec = BY_ABI["x86_64"]["openat"]
     args = (AT_FDCWD, 0x1000, flags, 0)
@@ -113,7 +125,8 @@ def _openat(path: bytes, flags: int, pid: int = 4242) -> tuple[OwnFiles, Call]:
 
 @pytest.mark.parametrize(("path", "flags", "own"), [
     (b"/proc/self/maps", os.O_RDONLY, True),
-    (b"/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC, True),
+    (b"/proc/thread-self/stat", os.O_RDONLY | os.O_CLOEXEC, True),
+    (b"/proc/self/status", os.O_RDONLY, False),  # no layout: the leader's, as any file
     (b"/proc/4242/smaps", os.O_RDONLY, True),  # the PID every variant is told: the leader's
     (b"/proc/4243/maps", os.O_RDONLY, False),  # another process
     (b"/proc/self/maps", os.O_RDWR, False),  # read-only opens only

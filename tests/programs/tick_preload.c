@@ -15,9 +15,11 @@
  * exactly. As CLOCK_MONOTONIC is system-wide, variants of one program under a
  * monitor tick at the same instants whatever their start skew.
  *
- * The delay of a delivery is handler entry (clock_gettime: vDSO, no syscall)
- * minus the scheduled time of the oldest expiry not yet accounted for. The handler
- * makes no syscall: timer_getoverrun would be one, and under a monitor each
+ * The delay of a delivery is handler entry (clock_gettime: the vDSO natively; under
+ * mvee, which hides the vDSO so that the variants share one view of time, a
+ * synchronised syscall, part of what a tick costs there) minus the scheduled time
+ * of the oldest expiry not yet accounted for. The handler makes no other syscall:
+ * timer_getoverrun would be one, and under a monitor each
  * syscall in a handler is a rendezvous of all variants, which is not what this
  * measures. Instead the expiry index comes from the clock:
  *   k_now  = the latest expiry at or before handler entry, floor((now - first) / period);
