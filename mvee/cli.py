@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "synchronises, once at the entry (ptrace-syscall where the kernel does not "
                           "allow it); ptrace-syscall: a stop at every call's entry and exit "
                           f"(default {SECCOMP}; the report says which each variant got)")
-    run.add_argument("--no-lock-agent", dest="lock_agent", action="store_false",
-                     help="do not preload the lock agent, which makes the other variants' threads "
-                          "take the leader's order of lock operations (mutexes, condition variables, "
-                          "semaphores); the report says whether it was loaded")
+    run.add_argument("--lock-agent", action="store_true",
+                     help="preload the lock agent, which makes the other variants' threads take the "
+                          "leader's order of lock operations (mutexes, condition variables, "
+                          "semaphores): for threads whose interleaving decides their calls (xz -T2, "
+                          "a multiprocessing.Pool); the report says whether it was enabled")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="PROG and its arguments")
     return parser
 

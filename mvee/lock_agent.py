@@ -112,7 +112,7 @@ class Session:
 def session(variants: int, enabled: bool) -> Iterator[Session]:
     """The log for `variants` variants while the run lasts, or why there is none."""
     if not enabled:
-        yield Session(reason="--no-lock-agent")
+        yield Session(reason="off (--lock-agent)")
         return
     try:
         preload = build()

@@ -4,8 +4,9 @@ tests/programs/lock_order.c (x86_64 and i386) writes what depends on that order:
 value of a mutex-protected counter each thread saw, which consumer of a condition
 variable got which item, which process got which token of a semaphore in shared memory.
 Natively each run differs; without the agent the variants differ (a divergence alarm);
-with it every run is one a native run could have made, in 2 and 3 variants. The real
-programs (xz -T2, a multiprocessing.Pool) are in tests/test_processes.py.
+with it (`--lock-agent`) every run is one a native run could have made, in 2 and 3
+variants. The real programs (xz -T2, sort, a multiprocessing.Pool) are in
+tests/test_processes.py.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_lock_dependent_output_is_the_leaders_in_every_variant(abi: str, variant
     program = str(build_program("lock_order", abi, "-pthread"))
     assert_a_possible_run(subprocess.run([program], capture_output=True, check=True).stdout)
     for _ in range(RUNS):
-        result = run_mvee("-n", variants, "--", program, cwd=tmp_path)
+        result = run_mvee("-n", variants, "--lock-agent", "--", program, cwd=tmp_path)
         assert (result.report["verdict"], result.returncode) == ("ok", 0), result.stderr
         assert_a_possible_run(result.stdout)
         agent = result.report["lock_agent"]
@@ -63,7 +64,7 @@ def test_a_program_started_through_a_shell_and_python_gets_the_agent(build_progr
     executes: sh execve, Python's subprocess (posix_spawn or fork and execve)."""
     program = build_program("lock_order", "x86_64", "-pthread")
     script = f"import subprocess; subprocess.run(['/bin/sh', '-c', 'exec {program}'], check=True)"
-    result = run_mvee("-n", "2", "--", PYTHON, "-c", script, cwd=tmp_path)
+    result = run_mvee("-n", "2", "--lock-agent", "--", PYTHON, "-c", script, cwd=tmp_path)
     assert (result.report["verdict"], result.returncode) == ("ok", 0), result.stderr
     assert_a_possible_run(result.stdout)
     assert result.report["lock_agent"]["processes"] == 1  # Python itself: one thread, no log
@@ -76,23 +77,23 @@ def test_the_program_sees_its_environment_as_natively(preload: str | None, tmp_p
                    "LAST": "2", "PYTHONPATH": str(ROOT), "LC_ALL": "C"}
     argv = ["/usr/bin/env"]
     native = subprocess.run(argv, env=environment, capture_output=True, check=True).stdout
-    monitored = subprocess.run([sys.executable, "-m", "mvee", "run", "-n", "2", "--", *argv],
+    monitored = subprocess.run([sys.executable, "-m", "mvee", "run", "-n", "2", "--lock-agent", "--", *argv],
                                env=environment, capture_output=True, timeout=120)
     assert (monitored.returncode, monitored.stdout) == (0, native), monitored.stderr
 
 
-def test_no_lock_agent_runs_without_it(build_program, run_mvee, tmp_path: Path) -> None:
-    result = run_mvee("-n", "2", "--no-lock-agent", "--", "/usr/bin/env", cwd=tmp_path)
-    assert result.report["lock_agent"] == {"enabled": False, "reason": "--no-lock-agent"}
+def test_without_lock_agent_the_variants_run_without_it(run_mvee, tmp_path: Path) -> None:
+    result = run_mvee("-n", "2", "--", "/usr/bin/env", cwd=tmp_path)
+    assert result.report["lock_agent"] == {"enabled": False, "reason": "off (--lock-agent)"}
     assert b"MVEE_LOCK_AGENT" not in result.stdout and b"LD_PRELOAD" not in result.stdout
 
 
 def test_without_a_compiler_the_run_goes_on_without_the_agent(tmp_path: Path) -> None:
     """The agent is built at first use: where it cannot be, the report says why."""
     environment = {**os.environ, "PATH": str(tmp_path), "MVEE_LAB_CACHE": str(tmp_path / "cache")}
-    completed = subprocess.run([sys.executable, "-m", "mvee", "run", "-n", "2", "--report", "r.json", "--",
-                                "/bin/echo", "hi"], env=environment, capture_output=True, timeout=120,
-                               cwd=tmp_path)
+    completed = subprocess.run([sys.executable, "-m", "mvee", "run", "-n", "2", "--lock-agent", "--report",
+                                "r.json", "--", "/bin/echo", "hi"],
+                               env=environment, capture_output=True, timeout=120, cwd=tmp_path)
     assert (completed.returncode, completed.stdout, completed.stderr) == (0, b"hi\n", b"")
     assert json.loads((tmp_path / "r.json").read_text())["lock_agent"] == \
         {"enabled": False, "reason": "no C compiler to build it"}
