@@ -23,8 +23,7 @@ from typing import Any
 
 from vm.machines import accel
 from vm.machines.lease import all_targets
-from vm.machines.qemu import qemu_version
-from vm.machines.qemu_backend import QemuBackend, ensure_golden
+from vm.machines.qemu import QemuBackend, ensure_golden, qemu_version
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "lab.json"

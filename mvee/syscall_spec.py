@@ -878,8 +878,9 @@ class Syscall:
     # (argument, bits): the call replaces existing mappings in that range only with those
     # bits set (MAP_FIXED); without them it maps free space only.
     replaces_when: tuple[str, int] | None = None
-    # The policy instead of EACH when a Pid argument names a process outside the
-    # variants (signalling it must happen once).
+    # The policy when a Pid argument names a process outside the variants: LEADER when
+    # acting on it must happen once (a signal), EACH when the call only looks (a pidfd).
+    # Every EACH row that names processes says it (tests/test_syscall_table.py).
     foreign_process: Policy | None = None
     # The call returns from a signal handler (rt_sigreturn): mvee.signals counts the
     # handlers still running, and a signal stop right after it was not met in user code.

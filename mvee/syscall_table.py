@@ -198,6 +198,10 @@ TABLE: list[Syscall] = [
     Syscall("flock", (Fd("fd"), Int("operation")), LEADER),
     Syscall("pipe", (OutStruct("fds", "fd_pair"),), EACH),
     Syscall("pipe2", (OutStruct("fds", "fd_pair"), Flags("flags")), EACH),
+    # A pidfd of the variant's own counterpart of the process (asyncio waits for its
+    # children so since Python 3.12): readable when that one ends. Of a process outside
+    # the variants, each variant's own fd too: opening it acts on nothing.
+    Syscall("pidfd_open", (Pid("pid"), Flags("flags")), EACH, foreign_process=EACH),
     Syscall("eventfd", (Int("initval"),), EACH),
     Syscall("eventfd2", (Int("initval"), Flags("flags")), EACH),
     Syscall("timerfd_create", (Int("clockid"), Flags("flags")), EACH),
@@ -364,6 +368,9 @@ TABLE: list[Syscall] = [
     Syscall("munlock", (Addr("addr"), Int("length")), LOCAL),
     Syscall("mlockall", (Flags("flags"),), LOCAL),
     Syscall("munlockall", (), LOCAL),
+    # Writes back a shared file mapping's pages: the page cache holds them already, one
+    # copy for every variant that maps the file, so no variant sees a difference.
+    Syscall("msync", (Addr("addr"), Int("length"), Flags("flags")), LOCAL),
     Syscall("get_mempolicy", (Ignored("mode"), Ignored("nodemask"), Int("maxnode"), Addr("addr"),
                               Flags("flags")), LOCAL),
     Syscall("set_mempolicy", (Int("mode"), Ignored("nodemask"), Int("maxnode")), LOCAL),
@@ -435,6 +442,24 @@ TABLE: list[Syscall] = [
     *(Syscall(name, (OutStruct("r", "int"), OutStruct("e", "int"), OutStruct("s", "int")), LEADER, I386_ONLY)
       for name in ("getresuid32", "getresgid32")),
     Syscall("getpriority", (Int("which"), Pid("who")), LEADER),
+    # Scheduling: each variant sets its own (nice, taskset, ionice); one outside the
+    # variants is set once, by the leader. Queries are the leader's.
+    Syscall("setpriority", (Int("which"), Pid("who"), Int("prio")), EACH, foreign_process=LEADER),
+    Syscall("nice", (Int("inc"),), EACH, I386_ONLY),
+    Syscall("ioprio_set", (Int("which"), Pid("who"), Int("ioprio")), EACH, foreign_process=LEADER),
+    Syscall("ioprio_get", (Int("which"), Pid("who")), LEADER),
+    Syscall("sched_setaffinity", (Pid("pid"), Int("cpusetsize"), InBuffer("mask", length="cpusetsize")),
+            EACH, foreign_process=LEADER),
+    Syscall("sched_setscheduler", (Pid("pid"), Int("policy"), InStruct("param", "int")), EACH,
+            foreign_process=LEADER),
+    Syscall("sched_setparam", (Pid("pid"), InStruct("param", "int")), EACH, foreign_process=LEADER),
+    Syscall("sched_getscheduler", (Pid("pid"),), LEADER),
+    Syscall("sched_getparam", (Pid("pid"), OutStruct("param", "int")), LEADER),
+    Syscall("sched_get_priority_max", (Int("policy"),), LEADER),
+    Syscall("sched_get_priority_min", (Int("policy"),), LEADER),
+    Syscall("sched_rr_get_interval", (Pid("pid"), OutStruct("interval", "timespec")), LEADER),
+    Syscall("sched_rr_get_interval_time64", (Pid("pid"), OutStruct("interval", "timespec64")), LEADER,
+            I386_ONLY),
     Syscall("uname", (OutStruct("buf", "utsname"),), LEADER),
     Syscall("sysinfo", (OutStruct("info", "sysinfo"),), LEADER),
     Syscall("getrandom", (OutBuffer("buf", length="buflen"), Int("buflen"), Flags("flags")), LEADER,
@@ -512,7 +537,7 @@ BY_ABI: dict[str, dict[str, Syscall]] = {
 _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
     PROCESSES: (
         "waitid", "waitpid", "execveat", "get_robust_list", "get_thread_area", "modify_ldt", "kcmp",
-        "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
+        "pidfd_getfd", "pidfd_send_signal", "process_madvise", "process_mrelease",
         "process_vm_readv", "process_vm_writev", "ptrace", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
         "futex_waitv", "unshare", "setns", "seccomp", "vm86", "vm86old"),
     "changing credentials is not supported: each variant would change its own, and a "
@@ -540,14 +565,10 @@ _REFUSED_BY_REASON: dict[str, tuple[str, ...]] = {
         "io_pgetevents_time64", "io_uring_setup", "io_uring_enter", "io_uring_register"),
     "a memfd's contents would exist in the leader only (its writes run there) while each "
     "variant maps its own: not supported": ("memfd_create", "memfd_secret"),
-    "page migration, msync and protection keys are not supported yet": (
-        "set_mempolicy_home_node", "migrate_pages", "move_pages",
-        "msync", "remap_file_pages",
-        "pkey_alloc", "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
-    "scheduling and I/O priorities are not supported yet": (
-        "setpriority", "nice", "sched_setaffinity", "sched_setparam", "sched_getparam", "sched_setscheduler",
-        "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
-        "sched_rr_get_interval_time64", "sched_setattr", "sched_getattr", "ioprio_get", "ioprio_set"),
+    "page migration and protection keys are not supported yet": (
+        "set_mempolicy_home_node", "migrate_pages", "move_pages", "remap_file_pages", "pkey_alloc",
+        "pkey_free", "pkey_mprotect", "mseal", "map_shadow_stack"),
+    "sched_setattr and sched_getattr are not supported yet": ("sched_setattr", "sched_getattr"),
     "not supported yet (no row)": (
         "openat2", "getdents", "readdir", "preadv", "pwritev", "preadv2", "pwritev2",
         "readahead", "splice", "tee", "vmsplice", "sync_file_range", "inotify_init", "inotify_init1",

@@ -1,4 +1,5 @@
-"""The lab's plumbing that needs no VM: inventory validation, stale-run reaping, the KVM probe."""
+"""The lab's plumbing that needs no VM: inventory validation, run directories (stale ones reaped, a
+failed start leaving none), the KVM probe."""
 
 from __future__ import annotations
 
@@ -68,6 +69,21 @@ def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Pa
 def test_a_live_owner_keeps_its_run_directory(tmp_path: Path) -> None:
     run_dir = qemu.new_run_dir("t", tmp_path)
     assert qemu.reap_stale(tmp_path) == [] and run_dir.is_dir()
+
+
+@pytest.mark.parametrize("make_disk,system,error", [
+    (["false"], "true", subprocess.CalledProcessError),  # the disk cannot be made
+    (["touch"], "false", qemu.QemuError),  # QEMU exits at once
+])
+def test_a_vm_that_never_ran_leaves_no_run_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_disk: list[str], system: str,
+        error: type[Exception]) -> None:
+    monkeypatch.setenv("MVEE_LAB_CACHE", str(tmp_path))
+    spec = qemu.MachineSpec("t", system, "pc", "max", 64, 1, tmp_path / "vmlinuz", tmp_path / "initrd",
+                            "console=ttyS0", "tcg")
+    with pytest.raises(error), qemu.run_vm(spec, tmp_path / "key", make_disk, 5, "cold"):
+        pytest.fail("a VM that never ran was yielded")
+    assert list(qemu.run_root(tmp_path).iterdir()) == []
 
 
 def test_boot_sector_and_cached_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

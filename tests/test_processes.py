@@ -80,6 +80,23 @@ def test_python_subprocess_run(variants: str, run_mvee, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
+def test_asyncio_waits_for_its_children_through_pidfds(variants: str, run_mvee, tmp_path: Path) -> None:
+    """Each variant's pidfd names its own child: it becomes readable when that child
+    ends (asyncio's child watcher since Python 3.12, chosen here explicitly)."""
+    code = ("import asyncio, os, select, subprocess, warnings\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
+            "pidfd = os.pidfd_open(child.pid)\n"
+            "print(select.select([pidfd], [], [], 30)[0] == [pidfd], child.wait())\n"
+            "async def main():\n"
+            "    proc = await asyncio.create_subprocess_exec('/bin/echo', 'hi', stdout=subprocess.PIPE)\n"
+            "    print(await proc.communicate(), proc.returncode)\n"
+            "asyncio.set_child_watcher(asyncio.PidfdChildWatcher())\n"
+            "asyncio.run(main())\n")
+    assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
 def test_a_wrapper_script_that_execs_the_program(variants: str, run_mvee, tmp_path: Path) -> None:
     wrapper = tmp_path / "wrapper"
     wrapper.write_text('#!/bin/sh\nexport GREETING=hello\n'

@@ -19,6 +19,7 @@ from mvee.syscall_table import BY_ABI
 from mvee.temp_names import layout_name
 from mvee.variant import Variant
 from tests.conftest import ABIS
+from tests.mvee_run import MveeProcess
 
 AT_FDCWD = -100 & X86_64.word_mask
 
@@ -256,3 +257,39 @@ def test_openssl_rand_mixes_the_layout_into_its_bytes(run_mvee) -> None:
     layouts = run_mvee("-n", "2", "--", "openssl", "rand", "-hex", "16")
     assert layouts.returncode == 120, layouts.stderr
     assert layouts.report["message"] == "argument 1 (buf) of write differs in variant 1"
+
+
+# --- scheduling: each variant's own ---
+
+@pytest.mark.parametrize("variants", [2, 3])
+def test_every_variant_takes_the_niceness_and_cpus_it_sets(variants: int, tmp_path: Path) -> None:
+    """`nice` and `taskset` set their own process's priority and CPUs (EACH): every
+    variant's `sleep` runs at niceness 7 on CPU 0, not the leader's alone."""
+    run = MveeProcess("run", "-n", str(variants), "--", "/usr/bin/taskset", "-c", "0", "/usr/bin/nice",
+                      "-n", "7", "/bin/sleep", "3", report=tmp_path / "report.json")
+    deadline = time.monotonic() + 30
+    sleeping: list[int] = []
+    while len(sleeping) < variants and time.monotonic() < deadline:
+        sleeping = [pid for pid in run.variant_pids() if _comm(pid) == "sleep"]
+        time.sleep(0.02)
+    seen = {pid: (_niceness(pid), _cpus(pid)) for pid in sleeping}
+    result = run.finish(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(seen) == variants and set(seen.values()) == {(7, "0")}, seen
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _niceness(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])  # field 19 of stat; fields[0] is field 3
+
+
+def _cpus(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list:"))

@@ -4,7 +4,7 @@ for a ``with`` block, reachable over SSH, and takes it back at the block's end.
     with backend.lease("bookworm-i386") as machine:
         machine.ssh.run("uname -m")
 
-Backends: ``QemuBackend`` (vm.machines.qemu_backend: a local VM restored from its
+Backends: ``QemuBackend`` (vm.machines.qemu: a local VM restored from its
 golden snapshot, stopped and removed afterwards), ``HostsBackend``
 (vm.machines.hosts: an SSH host of an inventory, left as it was found) and the
 running machines of the repository's Vagrantfile (vm.machines.vagrant, an

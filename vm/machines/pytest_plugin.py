@@ -45,7 +45,7 @@ from vm.machines.deploy import deploy_mvee
 from vm.machines.hosts import HostsBackend
 from vm.machines.inventory import InventoryError, dump, load, parse
 from vm.machines.lease import Backend, Machine, all_targets
-from vm.machines.qemu_backend import QemuBackend
+from vm.machines.qemu import QemuBackend
 from vm.machines.results import COST_PROPERTY, SIGNALS_PROPERTY, LabTables
 from vm.machines.scheduling import target_scheduler
 
