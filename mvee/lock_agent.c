@@ -269,7 +269,8 @@ static int sem_shared(sem_t *sem) {
 static __thread int forking;  /* this thread's fork is ordered */
 
 static void before_fork(void) {
-    forking = active();
+    /* (A process that never ordered an operation, as a shell, has nothing to order it by.) */
+    forking = (threaded || initialised > 0) && active();
     if (!forking)
         return;
     if (variant == 0) {
