@@ -17,6 +17,8 @@ printf 'scale=20\n4*a(1)\n2^64\n' > pi.bc
 printf '{"name": "corpus", "items": [3, 1, 2], "nested": {"k": true}}\n' > data.json
 printf 'a b\nb c\nc d\n' > pairs.txt
 printf 'import sys\nprint(sum(int(line) for line in open(sys.argv[1])))\n' > sum.py
+# asyncio waits for a child through a pidfd since Python 3.12 (trixie), a thread before
+printf 'import asyncio\nasync def main():\n    child = await asyncio.create_subprocess_exec("/bin/sh", "-c", "echo child; exit 3")\n    print(await child.wait())\nasyncio.run(main())\n' > child.py
 printf 'all:\n\t$(info made $@)\n\t@:\n' > info.mk
 printf 'a.txt\nb.txt\n' > list.txt
 
