@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from mvee import seccomp_filter, waitloop
+from mvee import lock_agent, seccomp_filter, waitloop
 from mvee.forwarded import FORWARDED
 from mvee.monitor import Monitor
 from mvee.signal_executor import SignalOptions
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "synchronises, once at the entry (ptrace-syscall where the kernel does not "
                           "allow it); ptrace-syscall: a stop at every call's entry and exit "
                           f"(default {SECCOMP}; the report says which each variant got)")
+    run.add_argument("--lock-agent", action="store_true",
+                     help="preload the lock agent, which makes the other variants' threads take the "
+                          "leader's order of lock operations (mutexes, condition variables, "
+                          "semaphores): for threads whose interleaving decides their calls (xz -T2, "
+                          "a multiprocessing.Pool); the report says whether it was enabled")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="PROG and its arguments")
     return parser
 
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     use_filter = options.tracing == SECCOMP and seccomp_filter.kernel_supported()
     return _run(executables, program_argv, options.report, monitor_options,
-                seccomp_filter.Filter() if use_filter else None)
+                seccomp_filter.Filter() if use_filter else None, options.lock_agent)
 
 
 def _resolve(options: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -177,26 +182,28 @@ def _check_report_path(path: str | None) -> None:
 
 
 def _run(executables: list[str], program_argv: list[str], report_path: str | None,
-         options: SignalOptions, seccomp: seccomp_filter.Filter | None) -> int:
+         options: SignalOptions, seccomp: seccomp_filter.Filter | None, use_lock_agent: bool) -> int:
     variants: list[Variant] = []
     monitor: Monitor | None = None
-    try:
-        for index, executable in enumerate(executables):
-            variants.append(start(index, executable, program_argv, seccomp))
-        monitor = Monitor(variants, options)
-        outcome = monitor.run()
-    except StartError as error:
-        kill_all(variants)
-        print(f"mvee: {error}", file=sys.stderr)
-        return EXIT_NOT_FOUND if error.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-    except Exception as error:  # a monitor bug must still end the variants and say so
-        kill_all(variants)
-        outcome = Outcome(Verdict.ERROR, f"internal error: {type(error).__name__}: {error}", None,
-                          syscalls=monitor.syscalls if monitor else 0)
+    with lock_agent.session(len(executables), use_lock_agent) as agent:
+        try:
+            for index, executable in enumerate(executables):
+                variants.append(start(index, executable, program_argv, seccomp, agent.environment()))
+            monitor = Monitor(variants, options)
+            outcome = monitor.run()
+        except StartError as error:
+            kill_all(variants)
+            print(f"mvee: {error}", file=sys.stderr)
+            return EXIT_NOT_FOUND if error.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+        except Exception as error:  # a monitor bug must still end the variants and say so
+            kill_all(variants)
+            outcome = Outcome(Verdict.ERROR, f"internal error: {type(error).__name__}: {error}", None,
+                              syscalls=monitor.syscalls if monitor else 0)
+        agent_report = agent.describe()
     if outcome.verdict is not Verdict.OK:
         print(f"mvee: {outcome.verdict}: {outcome.message}", file=sys.stderr)
     if report_path:
         from mvee import report
 
-        report.write(report_path, report.build(outcome, variants))
+        report.write(report_path, {**report.build(outcome, variants), "lock_agent": agent_report})
     return outcome.exit_status

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mvee import engine, ptrace_api, vdso, waitloop
+from mvee import engine, lock_agent, ptrace_api, vdso, waitloop
 from mvee.abi import BY_NAME, HOST, Abi, execution_mode
 from mvee.events import (
     CloneEvent,
@@ -390,6 +390,7 @@ class SignalExecutor:
         variant.executable = os.readlink(f"/proc/{variant.pid}/exe")
         variant.abi_name = ""  # the new program's, from its first syscall
         vdso.hide(variant.pid, variant.memory)
+        lock_agent.tell_index(variant.pid, variant.memory, variant.index)
         seam = self.seams[variant.index]
         seam.loop = seam.loop_address = None
         self.signals.exec_happened()

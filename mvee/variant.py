@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mvee import ptrace_api, tsc, vdso
+from mvee import lock_agent, ptrace_api, tsc, vdso
 from mvee.events import Ending, Stopped, decode_status
 from mvee.ptrace_api import Memory
 
@@ -131,14 +131,17 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                   signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def start(index: int, executable: str, argv: list[str], seccomp: Filter | None = None) -> Variant:
+def start(index: int, executable: str, argv: list[str], seccomp: Filter | None = None,
+          environment: Mapping[str, str] | None = None) -> Variant:
     """Fork a child that execs `executable` under ptrace; return it stopped after exec.
-    With `seccomp`, the child runs under that filter, if the kernel lets it.
+    With `seccomp`, the child runs under that filter, if the kernel lets it; with
+    `environment`, in that environment (else the monitor's).
 
     The child reports a failed execve's errno through a close-on-exec pipe, as
     subprocess does, so the monitor can say why a program did not start.
     """
     error_read, error_write = os.pipe()
+    env = os.environ if environment is None else environment
     monitor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: only async-signal-safe work until execve
@@ -152,7 +155,7 @@ def start(index: int, executable: str, argv: list[str], seccomp: Filter | None =
             os.kill(os.getpid(), signal.SIGSTOP)
             if seccomp is not None:  # after the stop: the options say to stop at its calls
                 seccomp.install()  # refused: the variant is traced with PTRACE_SYSCALL
-            os.execv(executable, argv)
+            os.execve(executable, argv, env)
         except OSError as error:
             os.write(error_write, str(error.errno or 0).encode())
         finally:
@@ -177,6 +180,7 @@ def start(index: int, executable: str, argv: list[str], seccomp: Filter | None =
         if isinstance(stopped, Stopped) and stopped.event == ptrace_api.PTRACE_EVENT_EXEC:
             memory = Memory(pid)
             vdso.hide(pid, memory)  # its clock reads become syscalls (mvee.vdso)
+            lock_agent.tell_index(pid, memory, index)  # which variant it is (mvee.lock_agent)
             traced_by = SECCOMP if ptrace_api.under_seccomp_filter(pid) else PTRACE_SYSCALL
             return Variant(index, executable, pid, memory, traced_by=traced_by)
         errno = _read_errno(error_read)

@@ -15,35 +15,53 @@ i386's AT_SYSINFO (the `__kernel_vsyscall` entry, sysenter) is kept: it is how a
 from __future__ import annotations
 
 from mvee import ptrace_api
-from mvee.abi import HOST, execution_mode
+from mvee.abi import HOST, Abi, execution_mode
 from mvee.ptrace_api import Memory
 
 AT_NULL = 0
 AT_IGNORE = 1
+AT_BASE = 7  # the program interpreter's base: 0 without one (a static program)
+AT_SECURE = 23  # setuid and the like: the dynamic loader ignores LD_PRELOAD
 AT_SYSINFO_EHDR = 33
 _MAX_WORDS = 1 << 16  # argv, envp and auxv together: ARG_MAX-sized stacks stay well below
 
 
-def hide(pid: int, memory: Memory) -> bool:
-    """At an exec stop: replace AT_SYSINFO_EHDR on the new initial stack by AT_IGNORE.
-    False if the vector had no such entry (a kernel without a vDSO)."""
+def initial_stack(pid: int, memory: Memory) -> tuple[Abi, int]:
+    """At an exec stop: the new program's ABI and where its envp[] starts on its stack."""
     regs = ptrace_api.get_regs(pid)
     abi = execution_mode(regs)
-    word = abi.word_size
     address = HOST.register(regs, "sp")
-    (argc,) = abi.unpack_words(memory.read(address, word))
-    address += (1 + argc + 1) * word  # argc, argv[], NULL
+    (argc,) = abi.unpack_words(memory.read(address, abi.word_size))
+    return abi, address + (1 + argc + 1) * abi.word_size  # argc, argv[], NULL
+
+
+def auxv_entries(abi: Abi, memory: Memory, envp: int, wanted: set[int]) -> dict[int, tuple[int, int]]:
+    """The auxv entries of the types `wanted` on a new initial stack whose envp[] is at
+    `envp`: type -> (its address, its value)."""
+    word = abi.word_size
+    address = envp
     for _ in range(_MAX_WORDS):  # envp[] up to its NULL
         (pointer,) = abi.unpack_words(memory.read(address, word))
         address += word
         if pointer == 0:
             break
+    found: dict[int, tuple[int, int]] = {}
     for _ in range(_MAX_WORDS):  # auxv: (type, value) pairs up to AT_NULL
-        kind, _value = abi.unpack_words(memory.read(address, 2 * word))
+        kind, value = abi.unpack_words(memory.read(address, 2 * word))
         if kind == AT_NULL:
-            return False
-        if kind == AT_SYSINFO_EHDR:
-            memory.write(address, abi.pack_word(AT_IGNORE))
-            return True
+            break
+        if kind in wanted:
+            found[kind] = (address, value)
         address += 2 * word
-    return False
+    return found
+
+
+def hide(pid: int, memory: Memory) -> bool:
+    """At an exec stop: replace AT_SYSINFO_EHDR on the new initial stack by AT_IGNORE.
+    False if the vector had no such entry (a kernel without a vDSO)."""
+    abi, envp = initial_stack(pid, memory)
+    entry = auxv_entries(abi, memory, envp, {AT_SYSINFO_EHDR}).get(AT_SYSINFO_EHDR)
+    if entry is None:
+        return False
+    memory.write(entry[0], abi.pack_word(AT_IGNORE))
+    return True
