@@ -63,8 +63,8 @@ class OwnFiles:
     @contextmanager
     def own_paths(self, calls: list[Call]) -> Iterator[None]:
         """While an own open runs in each variant: a follower's `/proc/<leader's PID>/` names
-        its own process (`/proc/self/`, padded with slashes to the same length, in place;
-        the original bytes are back after the call)."""
+        its own process (`/proc/self/` or `/proc/<its PID>/`, padded with slashes to the
+        same length, in place; the original bytes are back after the call)."""
         leader_pid = str(self.variants[0].pid).encode()
         restore: list[tuple[Variant, int, bytes]] = []
         for variant, call in zip(self.variants[1:], calls[1:], strict=True):
@@ -73,9 +73,9 @@ class OwnFiles:
             prefix = b"/proc/" + leader_pid + b"/"
             if not call.values[path_at].startswith(prefix):  # type: ignore[union-attr]
                 continue
-            replacement = b"/proc/self/".ljust(len(prefix), b"/")
-            if len(replacement) != len(prefix):
-                continue  # a PID under 1000: the leader's file, as before
+            replacement = own_directory(variant, len(prefix))
+            if replacement is None:
+                continue  # a leader's PID under 1000, its own longer: the leader's file
             variant.memory.write(call.args[path_at], replacement)
             restore.append((variant, call.args[path_at], prefix))
         try:
@@ -103,3 +103,14 @@ class OwnFiles:
         spec = call.spec
         return (spec is not None and spec.local_on_own_fd_at is not None
                 and call.args[spec.local_on_own_fd_at] in self.fds[variant.index])
+
+
+def own_directory(variant: Variant, length: int) -> bytes | None:
+    """The variant's own /proc directory in `length` bytes (slashes pad it, which the
+    path walk skips): /proc/self/, or /proc/<its PID>/ where the leader's PID is too
+    short for "self"; None if neither fits."""
+    for name in (b"self", str(variant.pid).encode()):
+        padding = length - len(b"/proc//") - len(name)
+        if padding >= 0:
+            return b"/proc/" + b"/" * padding + name + b"/"
+    return None

@@ -14,7 +14,7 @@ import pytest
 
 from mvee.abi import X86_64
 from mvee.engine import Call
-from mvee.own_files import OwnFiles
+from mvee.own_files import OwnFiles, own_directory
 from mvee.syscall_table import BY_ABI
 from mvee.temp_names import layout_name
 from mvee.variant import Variant
@@ -114,6 +114,19 @@ def test_a_status_file_printed_is_the_leaders(variants: int, tmp_path: Path, run
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert f"\nPid:\t{report['variants'][0]['pid']}\n".encode() in result.stdout
+
+
+@pytest.mark.parametrize(("leader", "follower", "own"), [
+    (4242, 4243, b"/proc/self/"),
+    (42424, 4243, b"/proc//self/"),  # slashes pad it to the leader's path's length
+    (424, 425, b"/proc/425/"),  # "self" is longer than a PID under 1000: its own PID
+    (424, 42, b"/proc//42/"),
+    (424, 4243, None),  # neither fits: it opens the leader's file
+])
+def test_a_followers_path_names_its_own_process_in_the_same_length(leader: int, follower: int,
+                                                                   own: bytes | None) -> None:
+    variant = Variant(1, "/bin/true", follower, memory=None)  # type: ignore[arg-type]
+    assert own_directory(variant, len(f"/proc/{leader}/")) == own
 
 
 def _openat(path: bytes, flags: int, pid: int = 4242) -> tuple[OwnFiles, Call]:
