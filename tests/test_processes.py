@@ -315,7 +315,7 @@ def test_sigchld_is_an_asynchronous_signal_to_the_parents_set(variants: str, run
     assert len(report["sets"]) == 6
 
 
-RUNS = 20  # a one-in-ten false alarm shows in nine of ten test runs
+SIGNAL_RUNS = 20  # a one-in-ten false alarm shows in nine of ten test runs
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
@@ -331,7 +331,7 @@ def test_a_parent_that_signals_its_child_and_waits_in_sigsuspend(abi: str, varia
     program = build_program("kill_child", abi)
     expected = native([str(program)], tmp_path)
     assert expected.stdout == b"got SIGUSR1: 1\nchild status 7\n"
-    for run in range(RUNS):
+    for run in range(SIGNAL_RUNS):
         result = run_mvee("-n", variants, "--", str(program), cwd=tmp_path)
         assert (result.returncode, result.stdout) == (0, expected.stdout), (run, result.stderr)
         parent = result.report["sets"][0]
@@ -355,7 +355,7 @@ def test_timeout_interrupts_a_python_child_and_reaps_it(variants: str, run_mvee,
     argv = ["/usr/bin/timeout", "-s", "INT", "1.5", PYTHON, str(child)]  # its handler set by then
     expected = native(argv, tmp_path)
     assert (expected.returncode, expected.stdout) == (124, b"ready\ninterrupted\n")
-    for run in range(RUNS):
+    for run in range(SIGNAL_RUNS):
         result = run_mvee("-n", variants, "--", *argv, cwd=tmp_path)
         assert (result.returncode, result.stdout) == (124, expected.stdout), (run, result.stderr)
         assert result.report["sets"][0]["syscalls"] < 300, run  # no sigsuspend loop
@@ -374,7 +374,7 @@ def test_sh_signals_a_python_child_twice_and_waits(variants: str, run_mvee, tmp_
                         "print('got', bool(got))\n")
     script = (f"{PYTHON} {receiver} & while [ ! -e ready ]; do sleep 0.05; done; "
               "kill -USR1 $!; kill -USR1 $!; wait $!; echo status $?")
-    for run in range(RUNS // 2):
+    for run in range(SIGNAL_RUNS // 2):
         (tmp_path / "ready").unlink(missing_ok=True)
         result = run_mvee("-n", variants, "--", "/bin/sh", "-c", script, cwd=tmp_path)
         assert (result.returncode, result.stdout) == (0, b"got True\nstatus 0\n"), (run, result.stderr)
