@@ -70,30 +70,32 @@ def test_make_of_two_targets(variants: str, run_mvee, tmp_path: Path) -> None:
     assert len(result.report["sets"]) >= 3  # make, and a shell per recipe
 
 
-@pytest.mark.parametrize("variants", VARIANTS)
-def test_python_subprocess_run(variants: str, run_mvee, tmp_path: Path) -> None:
-    code = ("import subprocess, sys\n"
-            "r = subprocess.run(['/bin/sh', '-c', 'echo out; echo err >&2; exit 5'], capture_output=True)\n"
-            "print(r.returncode, r.stdout, r.stderr)\n"
-            "sys.exit(subprocess.call(['/bin/true']))\n")
-    assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
+# subprocess: run and call; asyncio: each variant's pidfd names its own child and becomes
+# readable when that child ends (asyncio's child watcher since Python 3.12, chosen here).
+PYTHON_CHILDREN = {
+    "subprocess": ("import subprocess, sys\n"
+                   "r = subprocess.run(['/bin/sh', '-c', 'echo out; echo err >&2; exit 5'],\n"
+                   "                   capture_output=True)\n"
+                   "print(r.returncode, r.stdout, r.stderr)\n"
+                   "sys.exit(subprocess.call(['/bin/true']))\n"),
+    "asyncio-pidfd": ("import asyncio, os, select, subprocess, warnings\n"
+                      "warnings.simplefilter('ignore', DeprecationWarning)\n"
+                      "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
+                      "pidfd = os.pidfd_open(child.pid)\n"
+                      "print(select.select([pidfd], [], [], 30)[0] == [pidfd], child.wait())\n"
+                      "async def main():\n"
+                      "    proc = await asyncio.create_subprocess_exec('/bin/echo', 'hi',\n"
+                      "                                                stdout=subprocess.PIPE)\n"
+                      "    print(await proc.communicate(), proc.returncode)\n"
+                      "asyncio.set_child_watcher(asyncio.PidfdChildWatcher())\n"
+                      "asyncio.run(main())\n"),
+}
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
-def test_asyncio_waits_for_its_children_through_pidfds(variants: str, run_mvee, tmp_path: Path) -> None:
-    """Each variant's pidfd names its own child: it becomes readable when that child
-    ends (asyncio's child watcher since Python 3.12, chosen here explicitly)."""
-    code = ("import asyncio, os, select, subprocess, warnings\n"
-            "warnings.simplefilter('ignore', DeprecationWarning)\n"
-            "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
-            "pidfd = os.pidfd_open(child.pid)\n"
-            "print(select.select([pidfd], [], [], 30)[0] == [pidfd], child.wait())\n"
-            "async def main():\n"
-            "    proc = await asyncio.create_subprocess_exec('/bin/echo', 'hi', stdout=subprocess.PIPE)\n"
-            "    print(await proc.communicate(), proc.returncode)\n"
-            "asyncio.set_child_watcher(asyncio.PidfdChildWatcher())\n"
-            "asyncio.run(main())\n")
-    assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
+@pytest.mark.parametrize("program", sorted(PYTHON_CHILDREN))
+def test_python_children_run_as_natively(program: str, variants: str, run_mvee, tmp_path: Path) -> None:
+    assert_as_natively(run_mvee, [PYTHON, "-c", PYTHON_CHILDREN[program]], variants, tmp_path)
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
