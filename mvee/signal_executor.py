@@ -169,7 +169,8 @@ class SignalExecutor:
         self.options = options
         self.signals = SignalCoordinator(len(variants), options.policy,
                                          converge_after=options.converge_ms / 1000,
-                                         give_up_after=options.wait_loop_seconds())
+                                         give_up_after=options.wait_loop_seconds(),
+                                         started=time.monotonic())
         self.traps_used: set[str] = set()
         self.seams = [SignalSeam() for _ in variants]
         self.mirrored_ahead: dict[int, int] = {}  # per signum: mirrored before the leader's signal stop
@@ -286,10 +287,11 @@ class SignalExecutor:
         info, si_code = stop.info, stop.si_code
         if self.own_instance(stop):
             mirrored = self._coalesced_copy(variant, stop.signum)
-            if mirrored is None:
+            if mirrored is not None:
+                info = mirrored
+            elif not self._carries_raised(variant, stop.signum):
                 variant.run_on()
                 return
-            info = mirrored
         from_another_process = stop.sender == os.getpid() or self._from_another_set(variant, si_code,
                                                                                    stop.sender)
         if variant.index == 0 and raised_by_leader_only(stop.signum, si_code, from_another_process):
@@ -366,10 +368,21 @@ class SignalExecutor:
         longer pending), else None (none sent, or it is still to come: this one is dropped)."""
         if not any(queued == signum for queued, _ in self.seams[variant.index].mirrored):
             return None
-        pending = ptrace_api.pending_siginfos(variant.pid)
-        if any(int.from_bytes(info[:4], "little") == signum for info in pending):
+        if self._still_pending(variant, signum):
             return None
         return self._mirrored_info(variant, signum)
+
+    def _carries_raised(self, variant: Variant, signum: int) -> bool:
+        """At a follower's own instance of a mirrored signal: whether the instance the
+        monitor raised again in it (Resend) coalesced into this one in its kernel."""
+        return (signum < SIGRTMIN and self.signals.awaits_raised(variant.index, signum)
+                and signum not in self.seams[variant.index].raise_when_stopped  # not sent yet
+                and not self._still_pending(variant, signum))
+
+    @staticmethod
+    def _still_pending(variant: Variant, signum: int) -> bool:
+        return any(int.from_bytes(info[:4], "little") == signum
+                   for info in ptrace_api.pending_siginfos(variant.pid))
 
     def _mirrored_info(self, variant: Variant, signum: int) -> bytes | None:
         queue = self.seams[variant.index].mirrored

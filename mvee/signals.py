@@ -249,8 +249,10 @@ class _Variant:
 
 class SignalCoordinator:
     def __init__(self, variants: int, policy: str = "sync", converge_after: float = 0.05,
-                 give_up_after: float = 1.0) -> None:
-        """`converge_after`: how long variants that set a signal aside may run on before
+                 give_up_after: float = 1.0, started: float = 0.0) -> None:
+        """`started`: when the variants began running (a set's birth at a fork counts as a
+        syscall: a signal its new processes take before their first one converges).
+        `converge_after`: how long variants that set a signal aside may run on before
         one of them reaches a syscall (converge), and how long a signal set aside at a
         handler's return waits for its next tick or syscall; `give_up_after`: how long a
         variant waits at a syscall for the others to arrive with the signal (converge), or
@@ -273,7 +275,7 @@ class SignalCoordinator:
         self.deadline: float | None = None  # when converging and deferred signals are raised again
         self.deadline_at_syscall = False  # the deadline counts from a variant waiting at a syscall
         self.armed_at = 0.0  # when the deadline was armed
-        self.last_rendezvous = 0.0  # of the program's own code, not inside a handler
+        self.last_rendezvous = started  # of the program's own code, not inside a handler
         self.handlers_running = 0  # deliveries whose handler has not returned (rt_sigreturn)
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
         self.ways = {way: DelaySample() for way in Way}  # the same, per way of delivery
@@ -301,6 +303,11 @@ class SignalCoordinator:
         instance raised again in it, whatever siginfo the kernel merged into it, or a new
         instance of a standard signal it has pending (they coalesce, as in its kernel)."""
         return self.variants[index].has_pending(signum) and (index in self.resent or signum < SIGRTMIN)
+
+    def awaits_raised(self, index: int, signum: int) -> bool:
+        """Whether the monitor raised `signum` again in this variant (Resend) and has not
+        seen that instance's stop yet."""
+        return index in self.resent and self.variants[index].has_pending(signum)
 
     def kills(self, signum: int) -> bool:
         """Whether the signal, delivered, ends the process: its default action, which kills."""

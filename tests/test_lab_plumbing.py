@@ -47,13 +47,12 @@ def test_inventory_errors_are_one_line(tmp_path: Path, text: str, message: str) 
 
 
 def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Path) -> None:
-    run_dir = tmp_path / qemu.RUN_DIR / "t-1-0"
-    run_dir.mkdir(parents=True)
     dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process can have it
+    run_dir = tmp_path / qemu.RUN_DIR / f"trixie-amd64-{dead_pid}-0"
+    run_dir.mkdir(parents=True)
     # A stand-in for QEMU: its command line names the run directory, as QEMU's does.
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run_dir)],
                                 start_new_session=True)
-    (run_dir / qemu.OWNER_PID_FILE).write_text(f"{dead_pid}\n")
     (run_dir / qemu.QEMU_PID_FILE).write_text(f"{stand_in.pid}\n")
     (run_dir / "disk.qcow2").write_bytes(b"x")
     try:
@@ -67,7 +66,11 @@ def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Pa
 
 
 def test_a_live_owner_keeps_its_run_directory(tmp_path: Path) -> None:
-    run_dir = qemu.new_run_dir("t", tmp_path)
+    """From the moment it exists: two xdist workers start VMs at once, and one's reaping
+    must not take the directory the other has just made (it did, between the mkdir and
+    the owner's pid file that followed)."""
+    run_dir = qemu.new_run_dir("trixie-amd64", tmp_path)
+    assert list(run_dir.iterdir()) == []  # nothing written into it yet
     assert qemu.reap_stale(tmp_path) == [] and run_dir.is_dir()
 
 

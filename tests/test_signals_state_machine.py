@@ -31,8 +31,8 @@ RT = 40  # a real-time signal
 
 
 def coordinator(variants: int, policy: str = "sync", handled: tuple[int, ...] = (ALRM, USR1, USR2, RT),
-                converge_after: float = 0.1) -> SignalCoordinator:
-    machine = SignalCoordinator(variants, policy, converge_after=converge_after)
+                converge_after: float = 0.1, started: float = 0.0) -> SignalCoordinator:
+    machine = SignalCoordinator(variants, policy, converge_after=converge_after, started=started)
     for signum in handled:
         machine.set_disposition(signum, Disposition.HANDLER)
     return machine
@@ -394,6 +394,32 @@ def test_converge_while_computing_follows_rules_4_to_7_until_a_variant_waits_at_
     # The third reaches a syscall first: the holders run on to it instead of parking it.
     assert machine.on_syscall_entry(2, 1.01) == [Suppress(0), Suppress(1), Proceed(2)]
     assert machine.converging == {ALRM} and machine.next_deadline() == pytest.approx(2.01)
+
+
+def test_a_signal_right_after_a_sets_birth_converges() -> None:
+    """A process set born at a fork: its first signal, before any syscall of its own,
+    converges (the fork was a syscall a moment ago); held where each variant stands, a
+    flag tested between two syscalls would be seen on different sides (tests/programs/
+    kill_child.c: the parent signals the child it just forked)."""
+    born = coordinator(2, policy="converge", started=5.0)
+    assert born.on_signal(0, USR1, info(0), 5.01) == [Suppress(0)]
+    assert born.converging == {USR1}
+    long_running = coordinator(2, policy="converge")  # no syscall for 5 s: computing
+    assert long_running.on_signal(0, USR1, info(0), 5.01) == [Hold(0)]
+
+
+def test_an_instance_raised_again_is_awaited_until_its_stop() -> None:
+    """What the executor asks at a follower's own instance of a mirrored signal (dropped)
+    when the one the monitor raised again coalesced into it in the follower's kernel."""
+    machine = coordinator(2, policy="converge")
+    machine.on_syscall_entry(0, 0.0)
+    assert machine.on_signal(1, USR1, info(0), 0.01) == [Suppress(1)]
+    assert not machine.awaits_raised(1, USR1)  # set aside, not raised again yet
+    assert machine.on_syscall_entry(1, 0.02) == [Resend(1, USR1), Proceed(1)]
+    assert machine.awaits_raised(1, USR1)
+    assert not machine.awaits_raised(0, USR1) and not machine.awaits_raised(1, USR2)
+    machine.on_signal(1, USR1, info(1), 0.03)  # its stop
+    assert not machine.awaits_raised(1, USR1)
 
 
 def test_a_stop_with_a_signal_set_aside_adds_nothing_to_it() -> None:

@@ -14,8 +14,8 @@ every time, answering SSH in seconds instead of a cold boot's minute or more.
 ``QemuBackend(cold=True)`` boots every lease cold instead (benchmarks).
 
 One VM (``run_vm``) lives in a run directory ``<cache>/run/<target>-<owner pid>-<n>/``:
-its disk, QEMU's serial console log, its human monitor's (HMP) unix socket and two
-pid files, QEMU's and its owner's; SSH reaches it through a free port on 127.0.0.1
+its disk, QEMU's serial console log, its human monitor's (HMP) unix socket and
+QEMU's pid file; SSH reaches it through a free port on 127.0.0.1
 forwarded to the guest's port 22. Nothing is left behind when the owner goes away:
 - the block ends (normally, by an exception, by Ctrl-C): QEMU's process group is
   terminated (``Guest``, a context manager) and the run directory removed;
@@ -63,7 +63,6 @@ PR_SET_PDEATHSIG = 1
 RUN_DIR = "run"
 DISK_FILE = "disk.qcow2"
 QEMU_PID_FILE = "qemu.pid"
-OWNER_PID_FILE = "owner.pid"
 CONSOLE_FILE = "console.log"
 MONITOR_FILE = "monitor.sock"
 _counter = itertools.count()
@@ -412,14 +411,20 @@ def new_run_dir(target: str, cache_root: Path | None = None) -> Path:
     reap_stale(cache_root)
     root = run_root(cache_root)
     while True:
+        # The owner's pid is in the name: a directory is never seen without its owner
+        # (a file written after the mkdir let another process reap it in between).
         run_dir = root / f"{target}-{os.getpid()}-{next(_counter)}"
         try:
             run_dir.mkdir(parents=True)
-            break
+            return run_dir
         except FileExistsError:
             continue
-    (run_dir / OWNER_PID_FILE).write_text(f"{os.getpid()}\n")
-    return run_dir
+
+
+def _owner(run_dir: Path) -> int | None:
+    """The pid in a run directory's name (TARGET-PID-N), None if it has none."""
+    parts = run_dir.name.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def reap_stale(cache_root: Path | None = None) -> list[Path]:
@@ -429,7 +434,7 @@ def reap_stale(cache_root: Path | None = None) -> list[Path]:
     if not root.is_dir():
         return reaped
     for run_dir in root.iterdir():
-        owner = _read_pid(run_dir / OWNER_PID_FILE)
+        owner = _owner(run_dir)
         if owner is not None and _alive(owner):
             continue
         qemu_pid = _read_pid(run_dir / QEMU_PID_FILE)
