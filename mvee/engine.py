@@ -74,12 +74,17 @@ class Call:
 _ROWS: dict[tuple[str, int], tuple[str, Syscall | None]] = {}
 
 
-def decode(abi: Abi, nr: int, args: tuple[int, ...], memory: Memory) -> Call:
+def row_of(abi: Abi, nr: int) -> tuple[str, Syscall | None]:
+    """A call number's name and table row (None: no row) in an ABI."""
     row = _ROWS.get((abi.name, nr))
     if row is None:
         name = abi.name_of(nr)
         row = _ROWS[(abi.name, nr)] = (name, BY_ABI[abi.name].get(name))
-    name, spec = row
+    return row
+
+
+def decode(abi: Abi, nr: int, args: tuple[int, ...], memory: Memory) -> Call:
+    name, spec = row_of(abi, nr)
     if spec is None:
         return Call(abi, nr, name, args, None, (), ())
     if spec.multiplexes is not None:

@@ -323,10 +323,21 @@ class Waiter:
         # the leader's kernel picks for it (raised_by_leader_only), where it is synchronised.
         for variant in self._processes():
             if variant.index == 0:
-                try:
-                    os.kill(variant.pid, signum)
-                except ProcessLookupError:
-                    pass  # reaped meanwhile
+                self._forward_to(variant, signum)
+
+    @staticmethod
+    def _forward_to(process: Variant, signum: int) -> None:
+        """To its main thread unless that one blocks it, as a kernel picks natively: a
+        main thread stopped by the monitor (at a syscall, for the others) would leave it to
+        another thread, and the flag a C handler sets there reaches the main thread's code
+        at a point that differs per variant (CPython runs every handler in the main thread)."""
+        try:
+            if signum in ptrace_api.blocked_signals(process.pid):
+                os.kill(process.pid, signum)  # its kernel picks the thread
+            else:
+                process.signal(signum)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # reaped meanwhile
 
     def _processes(self) -> list[Variant]:
         """Every live process of every set, once (not its threads). Called from the

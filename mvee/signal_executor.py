@@ -116,6 +116,7 @@ class SignalSeam:
     # variant waits at the very entry it was rewound to.
     restart_code: int = -RestartCode.ERESTARTNOINTR
     rewound: InterruptedCall | None = None  # rewound, not yet back in the kernel
+    last_interrupted: int | None = None  # the number of the last call a signal interrupted
     # Held at a signal stop right after a call that the signal interrupted: the call, and
     # the registers there, to rewind it with if it is let go without the signal.
     held_in: tuple[InterruptedCall, bytes] | None = None
@@ -263,6 +264,11 @@ class SignalExecutor:
             return False  # the original call comes back as a fresh entry stop
         return True
 
+    def restarted_call(self, variant: Variant) -> int | None:
+        """What a restart_syscall at this variant's entry re-enters: the number of the
+        last call a signal interrupted in it."""
+        return self.seams[variant.index].last_interrupted
+
     def on_signal_stop(self, stop: SignalStop) -> None:
         variant, regs = stop.variant, stop.regs
         seam = self.seams[variant.index]
@@ -284,6 +290,8 @@ class SignalExecutor:
         # A parked variant's sleep is the loop's, not a call of the program: undelivered,
         # the signal lets the kernel restart it.
         interrupted = None if seam.parked_regs is not None else _interrupted_call(regs)
+        if interrupted is not None:
+            seam.last_interrupted = interrupted.nr
         info, si_code = stop.info, stop.si_code
         if self.own_instance(stop):
             mirrored = self._coalesced_copy(variant, stop.signum)
@@ -644,7 +652,8 @@ class SignalExecutor:
                  if interrupted.code == -RestartCode.ERESTART_RESTARTBLOCK else interrupted.nr)
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
             "ip": interrupted.rewound_ip, "ax": entry, "orig_ax": -1}))
-        self.seams[variant.index].rewound = interrupted
+        seam = self.seams[variant.index]
+        seam.rewound, seam.last_interrupted = interrupted, interrupted.nr
 
     def _undo_rewind(self, variant: Variant, regs: bytes) -> bytes:
         """At a signal-delivery-stop of a variant that mirror_interrupted rewound: the

@@ -72,11 +72,12 @@ def raised_by_leader_only(signum: int, si_code: int, from_another_process: bool 
     kill by a process of another set (each variant's own sender, in lockstep with the
     others, but the receivers take each instance at a different point of their own): two
     close together coalesce in one variant and not in another. `from_another_process`:
-    the monitor or a process of another set sent it. The monitor mirrors the leader's
-    instances into the other variants, in the thread the leader's kernel picked, and
-    their own are dropped."""
+    the monitor (a kill, or a tgkill to a main thread) or a process of another set sent
+    it. The monitor mirrors the leader's instances into the other variants, in the
+    thread the leader's kernel picked, and their own are dropped."""
     return (si_code == SI_TIMER or (si_code == SI_KERNEL and signum in _ITIMER_SIGNALS)
-            or (signum == _signal.SIGCHLD and si_code > 0) or (si_code == SI_USER and from_another_process))
+            or (signum == _signal.SIGCHLD and si_code > 0)
+            or (si_code in (SI_USER, SI_TKILL) and from_another_process))
 
 
 class Disposition(enum.Enum):

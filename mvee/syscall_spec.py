@@ -888,6 +888,9 @@ class Syscall:
     # The call ends the whole process (exit_group): its other threads die wherever they
     # are, each thread set at its own point (mvee.variant_set: the process's ending).
     ends_process: bool = False
+    # The call re-enters the one a signal interrupted (restart_syscall): LOCAL when that
+    # one was (a thread's timed futex wait, CPython's GIL: not a point of the program).
+    restarts_interrupted: bool = False
     # (argument, {value: policy}): the policy for those values of that argument instead
     # of `policy` (fcntl's record locks run in the leader only).
     policy_cases: tuple[str, dict[int, Policy]] | None = field(default=None, hash=False)

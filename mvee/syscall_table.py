@@ -400,7 +400,7 @@ TABLE: list[Syscall] = [
     Syscall("futex_time64", (Ignored("uaddr"), Int("op"), Int("val"), Ignored("timeout"), Ignored("uaddr2"),
                              Ignored("val3")), LOCAL, I386_ONLY),
     # After a nanosleep interrupted without a handler; the leader holds the restart block.
-    Syscall("restart_syscall", (), LEADER),
+    Syscall("restart_syscall", (), LEADER, restarts_interrupted=True),
     Syscall("exit", (Int("status"),), EACH),
     Syscall("exit_group", (Int("status"),), EACH, ends_process=True),
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
