@@ -901,6 +901,11 @@ class Syscall:
     # LEADER_FIRST (wait4): (pid argument, options argument): the others wait for their own
     # counterpart of the process the leader's call reaped (its result), without WNOHANG.
     follower_reaps: tuple[str, str] | None = None
+    # (prot, flags, fd, offset, bytes per offset unit): the call maps a file. A follower's
+    # writable shared mapping of one is made its own shared anonymous memory holding the
+    # file's content (mvee.execution): shared with its own processes (a POSIX semaphore,
+    # a multiprocessing lock), not with the other variants'; the file is the leader's.
+    maps_file: tuple[str, str, str, str, int] | None = None
     # A multiplexer (i386 socketcall): its first argument selects a row, named here with
     # the number of words of its arguments, which the second argument points to.
     multiplexes: dict[int, tuple[str, int]] | None = field(default=None, hash=False)
@@ -935,6 +940,7 @@ class Syscall:
     creates_new_at: int | None = field(init=False, repr=False, compare=False)
     draws_random_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     follower_reaps_at: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    maps_file_at: tuple[int, int, int, int, int] | None = field(init=False, repr=False, compare=False)
     names_processes: bool = field(init=False, repr=False, compare=False)
     replicates: bool = field(init=False, repr=False, compare=False)
     dependent: bool = field(init=False, repr=False, compare=False)
@@ -968,6 +974,8 @@ class Syscall:
             None if self.follower_duplicates[1] is None else position(self.follower_duplicates[1])))
         object.__setattr__(self, "draws_random_at", pair_at(self.draws_random))
         object.__setattr__(self, "follower_reaps_at", pair_at(self.follower_reaps))
+        object.__setattr__(self, "maps_file_at", self.maps_file and (
+            *(position(name) for name in self.maps_file[:4]), self.maps_file[4]))
         if self.opens:
             dirfd, path, flags = self.opens
             object.__setattr__(self, "opens_at", (position(dirfd) if dirfd else None, position(path),

@@ -64,11 +64,11 @@ class MveeProcess:
 
     def __init__(self, *arguments: str, report: Path | None = None, ready: bytes | None = None,
                  stdout: int = subprocess.PIPE, entry: tuple[str, ...] = MVEE, pythonpath: Path = ROOT,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, cwd: Path = ROOT) -> None:
         self.tag = uuid.uuid4().hex
         self.report = report
         self.process = subprocess.Popen(_command(entry, arguments, report), stdout=stdout,
-                                        stderr=subprocess.PIPE, cwd=ROOT,
+                                        stderr=subprocess.PIPE, cwd=cwd,
                                         env=_environment(self.tag, pythonpath), start_new_session=new_session)
         if ready is not None:
             assert self.process.stdout is not None

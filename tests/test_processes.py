@@ -267,6 +267,41 @@ def test_a_signal_to_the_monitor_reaches_a_threaded_pythons_main_thread(variants
         assert (result.returncode, result.stdout) == (0, b"got it\n"), (run, result.stderr)
 
 
+@pytest.mark.parametrize("variants", VARIANTS)
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_a_shared_file_mapping_is_each_variants_own_memory(abi: str, variants: str, build_program,
+                                                            tmp_path: Path) -> None:
+    """A writable shared mapping of a file (a POSIX semaphore's, a multiprocessing lock's)
+    is shared with the processes a variant forks, not with the other variants: the
+    leader maps the file, which it alone writes, each follower shared anonymous memory
+    that held the file's bytes (mmap2's offset counts pages). Shared with the leader's,
+    two variants' processes took turns at one semaphore: a stall alarm in every run of
+    a multiprocessing.Pool."""
+    program = build_program("shared_file", abi)
+    expected = native([str(program)], tmp_path)
+    assert expected.stdout == b"ready\nmap hellochild. file hellochild\n"
+    (tmp_path / "shared").unlink()
+    monitor = MveeProcess("run", "-n", variants, "--", str(program), report=tmp_path / "report.json",
+                          ready=b"ready\n", cwd=tmp_path)
+    mapped = [[line.split(maxsplit=5)[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+               if " rw-s " in line] for pid in monitor.variant_pids()]
+    result = monitor.finish()
+    assert (result.returncode, result.stdout) == (0, expected.stdout[len(b"ready\n"):]), result.stderr
+    assert mapped == [[str(tmp_path / "shared")]] + [["/dev/zero (deleted)"]] * (int(variants) - 1)
+    assert (tmp_path / "shared").read_bytes()[4096:4106] == b"hellochild"
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+def test_a_multiprocessing_queue_between_two_processes(variants: str, run_mvee, tmp_path: Path) -> None:
+    code = ("import multiprocessing as m\n"
+            "q = m.Queue()\n"
+            "p = m.Process(target=q.put, args=(5,))\n"
+            "p.start()\n"
+            "print(q.get())\n"
+            "p.join()\n")
+    assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
+
+
 # --- threads (or processes sharing a lock) whose interleaving decides their calls ---
 
 POOL = ("from multiprocessing import Pool\n"
