@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mvee import engine, ptrace_api
 from mvee.abi import HOST
 from mvee.engine import Call
-from mvee.events import WaitFor, Waiting
+from mvee.events import Exited, WaitFor, Waiting
 from mvee.own_files import OwnFiles
 from mvee.pids import PidMap
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
@@ -33,6 +33,9 @@ from mvee.variant import SECCOMP, Variant
 from mvee.verdict import Alarm, Verdict
 
 F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
+# How long the others have to end the way a variant just ended (its thread's process
+# ending; a SIGKILL whose copies for the others are on their way) before it is an alarm.
+ENDING_GRACE = 2.0  # seconds
 
 
 class PolicyExecutor:
@@ -59,9 +62,12 @@ class PolicyExecutor:
             policy = Policy.EACH  # each variant opens its own /proc file (mvee.own_files)
         results: list[int | None] = []
         if policy is Policy.LEADER:
-            yield from self._run_leader_only(calls[0], spec)
+            if not (yield from self._run_leader_only(calls[0], spec)):
+                return  # killed, every variant
         elif policy is Policy.LEADER_FIRST:
             result = yield from self._run_leader(calls[0])
+            if result is None:
+                return
             for follower in self.followers:
                 if engine.is_error(result) or (spec.follower_reaps_at and result == 0):
                     self._give_result(follower, calls[0], result, skipped=False)
@@ -88,11 +94,14 @@ class PolicyExecutor:
             if variant.alive:
                 self.signals.resume(variant, synchronised=calls[variant.index].nr)
 
-    def _run_leader_only(self, call: Call, spec: Syscall) -> Waiting[None]:
+    def _run_leader_only(self, call: Call, spec: Syscall) -> Waiting[bool]:
+        """False if every variant was killed meanwhile."""
         skipped = [f for f in self.followers if f.traced_by != SECCOMP]  # on their way meanwhile
         for follower in skipped:
             ptrace_api.skip_syscall(follower.pid)
         result = yield from self._run_leader(call)
+        if result is None:
+            return False
         unshared = engine.leader_only_outputs(call, self.leader.memory, result)
         if unshared:  # the fd tables would differ from here on
             raise Alarm(Verdict.UNSUPPORTED, f"{call.name} {unshared}", [call])
@@ -105,6 +114,7 @@ class PolicyExecutor:
             if result == -errno.EPIPE and spec.sigpipe_on_epipe and not (
                     unless and call.args[unless[0]] & unless[1]):
                 follower.signal(signal.SIGPIPE)  # the leader's kernel raised one, in that thread
+        return True
 
     def _note_disposition(self, call: Call, result: int | None, signal_at: int, act_at: int) -> None:
         act = call.values[act_at]
@@ -114,15 +124,34 @@ class PolicyExecutor:
         disposition = {0: Disposition.DEFAULT, 1: Disposition.IGNORE}.get(handler, Disposition.HANDLER)
         self.signals.signals.set_disposition(call.args[signal_at], disposition, flags)
 
-    def _run_leader(self, call: Call) -> Waiting[int]:
+    def _run_leader(self, call: Call) -> Waiting[int | None]:
+        """The leader's result; None if it was killed and the others were too."""
         ptrace_api.resume_to_syscall(self.leader.pid)
         exit_stop = yield from self.signals.exit_of(self.leader)
         if exit_stop is None:
+            if (yield from self._killed_alike()):
+                return None
             raise Alarm(Verdict.DIVERGENCE, f"variant 0 {self.leader.termination()} in {call.name} "
                         "while the others wait at it", variant=0)
         if interrupted_by_signal(exit_stop.return_value):
             self.signals.mirror_pending_timer_signals()
         return exit_stop.return_value
+
+    def _killed_alike(self) -> Waiting[bool]:
+        """The leader was killed (SIGKILL) in a call the others wait at: by a process of
+        another set (a timeout's kill of its child), whose counterparts kill the others
+        too, a moment later. Whether they all were, within the grace."""
+        if self.leader.term_signal != signal.SIGKILL:
+            return False
+        deadline = time.monotonic() + ENDING_GRACE
+        waiting = {follower.pid for follower in self.followers if follower.alive}
+        while waiting:
+            event = yield WaitFor(frozenset(waiting), deadline)
+            if event is None or not isinstance(event, Exited):
+                return False  # (a follower at its entry makes no other stop)
+            self.signals.in_call(event)
+            waiting.discard(event.variant.pid)
+        return all(follower.term_signal == signal.SIGKILL for follower in self.followers)
 
     def _give_result(self, follower: Variant, call: Call, result: int, skipped: bool) -> None:
         """The leader's result into a follower at its entry (`skipped`: on its way to the

@@ -14,6 +14,7 @@ signal dispositions and files with the process's other sets.
 from __future__ import annotations
 
 import errno
+import signal
 import time
 from dataclasses import dataclass, replace
 
@@ -21,7 +22,7 @@ from mvee import engine, events, ptrace_api
 from mvee.abi import Abi
 from mvee.engine import Call
 from mvee.events import Event, Waiter, WaitFor, Waiting
-from mvee.execution import PolicyExecutor
+from mvee.execution import ENDING_GRACE, PolicyExecutor
 from mvee.pids import PidMap
 from mvee.signal_executor import SignalExecutor, SignalOptions
 from mvee.signals import Proceed, Where
@@ -30,7 +31,6 @@ from mvee.temp_names import TempNames
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict, early_exit_alarm
 
-THREAD_EXIT_GRACE = 2.0  # seconds
 # How long variants sleeping in a LOCAL call may keep the others of their set waiting at
 # a rendezvous before the set is taken to have diverged (mvee.variant_set._check_stall).
 STALL_SECONDS = 3.0
@@ -96,7 +96,7 @@ class VariantSet:
     def next_deadline(self) -> float | None:
         """When `on_deadline` is due if nothing else happens first."""
         deadlines = [d for d in (self.signals.next_deadline(),
-                                 self.ended_early and self.ended_early + THREAD_EXIT_GRACE,
+                                 self.ended_early and self.ended_early + ENDING_GRACE,
                                  self.partial_since and self.partial_since + STALL_SECONDS) if d]
         return min(deadlines) if deadlines else None
 
@@ -155,7 +155,7 @@ class VariantSet:
         if ending or len(live) < len(self.variants):
             if self._dying_alike(live):
                 return True
-            if (self.thread or ending) and self._process_exiting():
+            if (self.thread or ending or self._killed()) and self._process_exiting():
                 return False
             if len(live) < len(self.variants):
                 raise early_exit_alarm(self.variants)
@@ -285,14 +285,20 @@ class VariantSet:
             raise Alarm(Verdict.DIVERGENCE, f"variant {variant.index} {call.name} over the monitor's "
                         "wait-loop page", [call], variant=variant.index)
 
+    def _killed(self) -> bool:
+        """A variant was killed (SIGKILL) while the others wait at a syscall: by a process
+        of another set, whose counterparts kill the others a moment later (a timeout's
+        kill of its child)."""
+        return any(not v.alive and v.term_signal == signal.SIGKILL for v in self.variants)
+
     def _process_exiting(self) -> bool:
         """A thread ended in some variants while its counterparts wait at a syscall: the
         process's end (exit_group, run by another thread set, or a signal sent to all)
-        ends them too in a moment. They are given `THREAD_EXIT_GRACE` to do so before it
+        ends them too in a moment. They are given `ENDING_GRACE` to do so before it
         counts as an early exit."""
         now = time.monotonic()
         self.ended_early = self.ended_early or now
-        return now < self.ended_early + THREAD_EXIT_GRACE
+        return now < self.ended_early + ENDING_GRACE
 
     def _dying_alike(self, live: list[Variant]) -> bool:
         """A variant died of a signal sent to all (a forwarded SIGTERM, a terminal's ^C)

@@ -79,6 +79,13 @@ PYTHON_CHILDREN = {
                    "                   capture_output=True)\n"
                    "print(r.returncode, r.stdout, r.stderr)\n"
                    "sys.exit(subprocess.call(['/bin/true']))\n"),
+    # On expiry Python kills the child (SIGKILL): each variant's parent kills its own, the
+    # leader's child dying in its sleep a moment before the others' (once an alarm).
+    "subprocess-timeout": ("import subprocess\n"
+                           "try:\n"
+                           "    subprocess.run(['/bin/sleep', '5'], timeout=0.3)\n"
+                           "except subprocess.TimeoutExpired:\n"
+                           "    print('timeout')\n"),
     "asyncio-pidfd": ("import asyncio, os, select, subprocess, warnings\n"
                       "warnings.simplefilter('ignore', DeprecationWarning)\n"
                       "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
