@@ -78,7 +78,8 @@ class PolicyExecutor:
                                              result, self.cookies[follower.index])
             results = [result] * len(self.variants)
         else:
-            with self.own_files.own_paths(calls) if own_open else nullcontext():
+            with self.own_files.own_paths(calls) if own_open else nullcontext(), \
+                    _creating(self.variants) if spec.creates_process else nullcontext():
                 results = yield from self._run_each(calls)
             if policy is Policy.EACH_LEADER_RESULT and results[0] is not None:
                 for follower in self.followers:
@@ -196,7 +197,7 @@ class PolicyExecutor:
                 expected = self.pids.to_real(follower.index, leader_result)
                 override.set(pid_at, expected)
                 override.set(options_at, call.args[options_at] & ~os.WNOHANG)
-            with _signals_blocked(follower) if call.spec.follower_reaps_at else nullcontext():
+            with _signals_blocked([follower]) if call.spec.follower_reaps_at else nullcontext():
                 # Not interrupted: its signals come at the set's next point, as the leader's.
                 ptrace_api.resume_to_syscall(follower.pid)
                 exit_stop = yield from self.signals.exit_of(follower)
@@ -324,15 +325,31 @@ def _held_by_the_monitor(variant: Variant, fd: int) -> bool:
 
 
 @contextmanager
-def _signals_blocked(variant: Variant) -> Iterator[None]:
-    """Every signal blocked in a variant stopped at a syscall entry, while its call runs."""
-    mask = ptrace_api.signal_mask(variant.pid)
-    ptrace_api.set_signal_mask(variant.pid, (1 << 64) - 1)
+def _signals_blocked(variants: list[Variant]) -> Iterator[dict[int, int]]:
+    """Every signal blocked in variants stopped at a syscall entry, while their call runs;
+    their masks (by PID) are what it yields."""
+    masks = {variant.pid: ptrace_api.signal_mask(variant.pid) for variant in variants}
+    for variant in variants:
+        ptrace_api.set_signal_mask(variant.pid, (1 << 64) - 1)
     try:
-        yield
+        yield masks
     finally:
-        if variant.alive:
-            ptrace_api.set_signal_mask(variant.pid, mask)
+        for variant in variants:
+            if variant.alive:
+                ptrace_api.set_signal_mask(variant.pid, masks[variant.pid])
+
+
+@contextmanager
+def _creating(variants: list[Variant]) -> Iterator[None]:
+    """A fork or clone in every variant, with their signals blocked: a signal pending in
+    one (a SIGCHLD the monitor mirrored) made its kernel abandon the call to restart it
+    after the signal (ERESTARTNOINTR), with no child, while the others made theirs. The
+    signal comes right after the call instead, as it could natively; each child gets
+    its parent's mask back at its first stop (`Variant.children_mask`, mvee.monitor)."""
+    with _signals_blocked([variant for variant in variants if variant.alive]) as masks:
+        for variant in variants:
+            variant.children_mask = masks.get(variant.pid)
+        yield
 
 
 class _ArgumentOverride:

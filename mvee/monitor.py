@@ -175,6 +175,9 @@ class Monitor:
             if isinstance(first, Exited):
                 variant_set.executor.on_exit(variant)
             elif isinstance(first, SignalStop | GroupStop | CloneEvent):
+                origin = parent.variants[variant.index]
+                if origin.children_mask is not None:  # made with its parent's signals blocked
+                    ptrace_api.set_signal_mask(variant.pid, origin.children_mask)
                 variant.run_on()  # without the SIGSTOP it started with
             else:
                 raise Alarm(Verdict.ERROR, f"internal error: a new process's first stop was {first}")

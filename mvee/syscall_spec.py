@@ -888,6 +888,10 @@ class Syscall:
     # The call ends the whole process (exit_group): its other threads die wherever they
     # are, each thread set at its own point (mvee.variant_set: the process's ending).
     ends_process: bool = False
+    # The call creates a process or thread (fork, clone): a signal pending in one variant
+    # would make its kernel abandon and restart the call (ERESTARTNOINTR) while the others
+    # made their child, so every variant makes it with its signals blocked (mvee.execution).
+    creates_process: bool = False
     # The call re-enters the one a signal interrupted (restart_syscall): LOCAL when that
     # one was (a thread's timed futex wait, CPython's GIL: not a point of the program).
     restarts_interrupted: bool = False

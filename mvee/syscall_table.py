@@ -408,13 +408,14 @@ TABLE: list[Syscall] = [
     Syscall("execve", (CString("path"), StringArray("argv"), StringArray("envp")), EACH),
     # Each variant creates its own child; the children form a new set (mvee.variant_set),
     # and every variant is told the leader's child's PID (mvee.pids).
-    Syscall("fork", (), EACH_LEADER_RESULT),
-    Syscall("vfork", (), EACH_LEADER_RESULT),
+    Syscall("fork", (), EACH_LEADER_RESULT, creates_process=True),
+    Syscall("vfork", (), EACH_LEADER_RESULT, creates_process=True),
     Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("child_tid"), Addr("tls")),
-            EACH_LEADER_RESULT, X86_64_ONLY),
+            EACH_LEADER_RESULT, X86_64_ONLY, creates_process=True),
     Syscall("clone", (Flags("flags"), Addr("stack"), Addr("parent_tid"), Addr("tls"), Addr("child_tid")),
-            EACH_LEADER_RESULT, I386_ONLY),  # the i386 kernel's order (CONFIG_CLONE_BACKWARDS)
-    Syscall("clone3", (CloneArgs("args", size="size"), Int("size")), EACH_LEADER_RESULT),
+            EACH_LEADER_RESULT, I386_ONLY, creates_process=True),  # the i386 kernel's order (CLONE_BACKWARDS)
+    Syscall("clone3", (CloneArgs("args", size="size"), Int("size")), EACH_LEADER_RESULT,
+            creates_process=True),
     # --- identity and the outside world: virtualised to the leader's values ---
     Syscall("getpid", (), LEADER),
     Syscall("getppid", (), LEADER),

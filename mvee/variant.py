@@ -45,6 +45,9 @@ class Variant:
     traced_by: str = PTRACE_SYSCALL  # SECCOMP or PTRACE_SYSCALL; a child inherits its parent's
     stops: int = 0  # ptrace stops the monitor handled
     tgid: int = 0  # its process (thread group): its own PID unless it is a thread
+    # Its signal mask when it last created a process or thread, which it did with every
+    # signal blocked (mvee.execution): the child gets it back at its first stop.
+    children_mask: int | None = None
 
     def __post_init__(self) -> None:
         self.tgid = self.tgid or self.pid

@@ -53,6 +53,22 @@ def test_bash_pipeline_with_command_substitution(variants: str, run_mvee, tmp_pa
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
+def test_find_exec_runs_a_child_per_file(variants: str, run_mvee, tmp_path: Path) -> None:
+    """A child per file, each reaped before the next fork: the SIGCHLD of one comes to a
+    follower (mirrored from the leader) while it makes the next. Its kernel abandoned
+    that fork to restart it after the signal, the leader's child was taken for its own,
+    and the run hung (half the runs at -n 3 here)."""
+    files = tmp_path / "files"
+    files.mkdir()
+    for number in range(30):
+        (files / f"f{number:02}").write_text(f"{number}\n")
+    argv = ["/usr/bin/find", "files", "-type", "f", "-exec", "cat", "{}", ";"]
+    for _ in range(3):
+        report = assert_as_natively(run_mvee, argv, variants, tmp_path)
+        assert len(report["sets"]) == 31
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
 def test_sh_pipeline_of_seq_sort_tail(variants: str, run_mvee, tmp_path: Path) -> None:
     assert_as_natively(run_mvee, ["/bin/sh", "-c", "seq 1 100000 | sort -n | tail -1"], variants, tmp_path)
 
