@@ -102,6 +102,14 @@ PYTHON_CHILDREN = {
                            "    subprocess.run(['/bin/sleep', '5'], timeout=0.3)\n"
                            "except subprocess.TimeoutExpired:\n"
                            "    print('timeout')\n"),
+    # A queue's lock is a semaphore in a file mapping (sem_open), shared by the parent and
+    # its child, not with the other variants' (test_a_shared_file_mapping_...).
+    "multiprocessing-queue": ("import multiprocessing as m\n"
+                              "q = m.Queue()\n"
+                              "p = m.Process(target=q.put, args=(5,))\n"
+                              "p.start()\n"
+                              "print(q.get())\n"
+                              "p.join()\n"),
     "asyncio-pidfd": ("import asyncio, os, select, subprocess, warnings\n"
                       "warnings.simplefilter('ignore', DeprecationWarning)\n"
                       "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
@@ -312,17 +320,6 @@ def test_a_shared_file_mapping_is_each_variants_own_memory(abi: str, variants: s
     assert (result.returncode, result.stdout) == (0, expected.stdout[len(b"ready\n"):]), result.stderr
     assert mapped == [[str(tmp_path / "shared")]] + [["/dev/zero (deleted)"]] * (int(variants) - 1)
     assert (tmp_path / "shared").read_bytes()[4096:4106] == b"hellochild"
-
-
-@pytest.mark.parametrize("variants", VARIANTS)
-def test_a_multiprocessing_queue_between_two_processes(variants: str, run_mvee, tmp_path: Path) -> None:
-    code = ("import multiprocessing as m\n"
-            "q = m.Queue()\n"
-            "p = m.Process(target=q.put, args=(5,))\n"
-            "p.start()\n"
-            "print(q.get())\n"
-            "p.join()\n")
-    assert_as_natively(run_mvee, [PYTHON, "-c", code], variants, tmp_path)
 
 
 # --- threads (or processes sharing a lock) whose interleaving decides their calls ---
