@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 SYSCALL_TRAP = signal.SIGTRAP | 0x80  # a syscall stop, with PTRACE_O_TRACESYSGOOD
 _ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GIVE_UP_SECONDS = 2.0
+MAIN_THREAD_WAIT = 0.5  # seconds: a forwarded signal waits that long for a main thread to unblock it
 # The exit of a call the monitor skipped (nr -1): known, so not read.
 SKIPPED_EXIT = SyscallStop(ptrace_api.SYSCALL_INFO_EXIT, HOST, 0, 0)
 
@@ -330,12 +331,20 @@ class Waiter:
         """To its main thread unless that one blocks it, as a kernel picks natively: a
         main thread stopped by the monitor (at a syscall, for the others) would leave it to
         another thread, and the flag a C handler sets there reaches the main thread's code
-        at a point that differs per variant (CPython runs every handler in the main thread)."""
+        at a point that differs per variant (CPython runs every handler in the main thread).
+        A main thread that blocks it for a moment (glibc's pthread_create and the monitor's
+        fork block every signal around the call, a window that lockstep makes long) is given
+        `MAIN_THREAD_WAIT` to unblock it, as if the signal came a moment later; one that
+        keeps it blocked (a thread that waits for signals does the work) leaves the choice
+        to its kernel."""
+        deadline = time.monotonic() + MAIN_THREAD_WAIT
         try:
-            if signum in ptrace_api.blocked_signals(process.pid):
-                os.kill(process.pid, signum)  # its kernel picks the thread
-            else:
-                process.signal(signum)
+            while signum in ptrace_api.blocked_signals(process.pid):
+                if time.monotonic() > deadline:
+                    os.kill(process.pid, signum)  # its kernel picks the thread
+                    return
+                time.sleep(0.005)
+            process.signal(signum)
         except (ProcessLookupError, FileNotFoundError):
             pass  # reaped meanwhile
 
