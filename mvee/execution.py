@@ -12,13 +12,11 @@ is mirrored into the others (mvee.signal_executor).
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 from mvee import engine, ptrace_api
 from mvee.abi import HOST
@@ -26,6 +24,7 @@ from mvee.engine import Call
 from mvee.events import Exited, WaitFor, Waiting
 from mvee.own_files import OwnFiles
 from mvee.pids import PidMap
+from mvee.shared_mappings import FileRange, own_copy
 from mvee.signal_executor import SignalExecutor, interrupted_by_signal
 from mvee.signals import Disposition
 from mvee.syscall_spec import Cookies, Policy, Syscall, signed
@@ -213,16 +212,19 @@ class PolicyExecutor:
 
     def _run_each(self, calls: list[Call]) -> Waiting[list[int | None]]:
         overrides = []
-        copies: list[tuple[Variant, _FileRange]] = []
+        copies: list[tuple[Variant, FileRange]] = []
         for follower in self.followers:
             override = _ArgumentOverride(follower, calls[follower.index])
             for position in engine.pid_arguments(calls[0]):
                 own = self.pids.to_real(follower.index, calls[0].args[position])
                 if own != signed(calls[follower.index].args[position], 32):
                     override.set(position, own)
-            copied = _own_copy(override, calls[follower.index])
-            if copied:
-                copies.append((follower, copied))
+            made_own = own_copy(follower, calls[follower.index])  # mvee.shared_mappings
+            if made_own:
+                arguments, file_range = made_own
+                for position, value in arguments.items():
+                    override.set(position, value)
+                copies.append((follower, file_range))
             overrides.append(override)
         for variant in self.variants:
             ptrace_api.resume_to_syscall(variant.pid)
@@ -256,72 +258,6 @@ class PolicyExecutor:
     def _names_foreign_process(self, call: Call) -> bool:
         """Whether a call names a process outside the variants' sets."""
         return not all(self.pids.is_known(call.args[i]) for i in engine.pid_arguments(call))
-
-
-_MAP_TYPE, _MAP_PRIVATE = 0x03, mmap.MAP_PRIVATE  # MAP_SHARED or MAP_SHARED_VALIDATE otherwise
-_COPY_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class _FileRange:
-    fd: int
-    offset: int
-    length: int
-
-    def copy_into(self, variant: Variant, address: int) -> None:
-        """The file's bytes in that range (as far as the file goes) into the variant's
-        memory at `address`."""
-        try:
-            fd = os.open(f"/proc/{variant.pid}/fd/{self.fd}", os.O_RDONLY)
-        except OSError:
-            return  # a mapping that needs no read access: nothing to copy
-        try:
-            for start in range(0, self.length, _COPY_CHUNK):
-                data = os.pread(fd, min(_COPY_CHUNK, self.length - start), self.offset + start)
-                if not data:
-                    break
-                variant.memory.write(address + start, data)
-        finally:
-            os.close(fd)
-
-
-def _own_copy(override: _ArgumentOverride, call: Call) -> _FileRange | None:
-    """A follower's writable shared mapping of a file (`maps_file`) turned into shared
-    anonymous memory, still shared with the processes it forks, that the file's content
-    fills once it is made: a mapping shared with the leader's would let the variants
-    share memory the monitor never sees (a semaphore two variants' processes take turns
-    at: a stall), and write the file once per variant."""
-    at = call.spec.maps_file_at if call.spec else None
-    if at is None:
-        return None
-    prot_at, flags_at, fd_at, offset_at, unit = at
-    flags = call.args[flags_at]
-    if flags & _MAP_TYPE == _MAP_PRIVATE or not call.args[prot_at] & mmap.PROT_WRITE:
-        return None
-    if _held_by_the_monitor(override.variant, call.args[fd_at]):
-        return None  # shared with every variant on purpose (the lock agent's log)
-    override.set(flags_at, flags | mmap.MAP_ANONYMOUS)
-    override.set(fd_at, -1 & call.abi.word_mask)
-    override.set(offset_at, 0)
-    assert call.spec is not None and call.spec.changes_mappings_at is not None
-    length = call.args[call.spec.changes_mappings_at[1]]
-    return _FileRange(call.args[fd_at], call.args[offset_at] * unit, length)
-
-
-def _held_by_the_monitor(variant: Variant, fd: int) -> bool:
-    """Whether a variant's fd is a file the monitor holds open itself."""
-    try:
-        target = os.stat(f"/proc/{variant.pid}/fd/{fd}")
-    except OSError:
-        return False
-    for own in os.listdir("/proc/self/fd"):
-        try:
-            held = os.fstat(int(own))
-        except OSError:
-            continue
-        if (held.st_dev, held.st_ino) == (target.st_dev, target.st_ino):
-            return True
-    return False
 
 
 @contextmanager
