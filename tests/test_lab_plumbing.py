@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mvee_run import wait_until
 from vm.machines import accel, hosts, qemu, results, scheduling, vagrant
 from vm.machines.inventory import InventoryError, dump, from_ssh_config, load
 
@@ -56,6 +57,10 @@ def test_a_run_directory_of_a_dead_owner_is_reaped_with_its_process(tmp_path: Pa
     (run_dir / qemu.QEMU_PID_FILE).write_text(f"{stand_in.pid}\n")
     (run_dir / "disk.qcow2").write_bytes(b"x")
     try:
+        # Until its exec, its command line is still pytest's (under load, long enough to
+        # be passed over as a reused PID).
+        wait_until(lambda: str(run_dir).encode() in Path(f"/proc/{stand_in.pid}/cmdline").read_bytes(),
+                   "the stand-in's exec")
         assert qemu.reap_stale(tmp_path) == [run_dir]
         assert not run_dir.exists()
         # reap_stale may have collected its status itself (then wait says 0): whichever,
