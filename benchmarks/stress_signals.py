@@ -11,7 +11,11 @@ Programs (tests/programs/), each built with ``gcc -m64`` and ``gcc -m32`` as the
 * ``waiter``: ``while (!got) nanosleep()``, SIGUSR1 sent to the monitor right after the
   variants print "ready" (natively: to the program);
 * ``py_alarm.py`` (/usr/bin/python3, x86_64 only): a CPython SIGALRM handler that writes
-  while the main code computes and prints.
+  while the main code computes and prints;
+* ``kill_child``: a parent signals the child it just forked, twice, and waits for it in
+  sigsuspend (a set's first signal; a follower's own instance and the monitor's copy);
+* ``gil_waiter.py`` (x86_64 only): SIGUSR1 to the monitor while CPython's main thread naps
+  and waits for the GIL beside a computing thread.
 Each runs ROUNDS times with ``-n 2`` and ``-n 3``, rounds interleaved over the cases so
 that the machine's drifting load hits them all alike.
 
@@ -52,15 +56,20 @@ READY_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class Program:
-    """One flag idiom: its name, the ABIs it runs for, and whether it waits for SIGUSR1."""
+    """One flag idiom: its name (a C program and its arguments, or a Python script's), the
+    ABIs it runs for, whether it waits for SIGUSR1, and the script's arguments."""
 
     name: str
     abis: tuple[str, ...]
     sends_sigusr1: bool = False
+    script_arguments: tuple[str, ...] | None = None  # a Python script (tests/programs/NAME.py)
 
 
 PROGRAMS = (Program("flags spin", ("x86_64", "i386")), Program("flags check", ("x86_64", "i386")),
-            Program("waiter", ("x86_64", "i386"), sends_sigusr1=True), Program("py_alarm", ("x86_64",)))
+            Program("waiter", ("x86_64", "i386"), sends_sigusr1=True),
+            Program("py_alarm", ("x86_64",), script_arguments=(PY_ALARM_STEPS,)),
+            Program("kill_child", ("x86_64", "i386")),
+            Program("gil_waiter", ("x86_64",), sends_sigusr1=True, script_arguments=()))
 
 
 @dataclass
@@ -167,8 +176,8 @@ def build(program: str, abi: str, workdir: Path) -> Path:
 
 
 def program_argv(program: Program, abi: str, workdir: Path) -> list[str]:
-    if program.name == "py_alarm":
-        return [PYTHON, str(TEST_PROGRAMS / "py_alarm.py"), PY_ALARM_STEPS]
+    if program.script_arguments is not None:
+        return [PYTHON, str(TEST_PROGRAMS / f"{program.name}.py"), *program.script_arguments]
     source, *arguments = program.name.split()
     return [str(build(source, abi, workdir)), *arguments]
 

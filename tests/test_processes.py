@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mvee.verdict import EXIT_STATUS, Verdict
-from tests.conftest import ABIS
+from tests.conftest import ABIS, PROGRAMS
 from tests.mvee_run import MveeProcess, process_state, tagged_processes, wait_until, wait_until_gone
 
 DIVERGENCE_EXIT = EXIT_STATUS[Verdict.DIVERGENCE]
@@ -263,22 +263,6 @@ def test_a_killing_signal_ends_threads_blocked_in_different_calls_as_natively(si
         assert wait_until_gone([], result.tag) == []
 
 
-GIL_WAITER = ("import signal, threading, time\n"
-              "got, stop = [], []\n"
-              "signal.signal(signal.SIGUSR1, lambda *a: got.append(1))\n"
-              "def spin():\n"
-              "    while not stop:\n"
-              "        pass\n"
-              "thread = threading.Thread(target=spin)\n"
-              "thread.start()\n"
-              "print('ready', flush=True)\n"
-              "while not got:\n"
-              "    time.sleep(0.001)\n"
-              "stop.append(1)\n"
-              "thread.join()\n"
-              "print('got it')\n")
-
-
 @pytest.mark.parametrize("variants", VARIANTS)
 def test_a_signal_to_the_monitor_reaches_a_threaded_pythons_main_thread(variants: str,
                                                                         tmp_path: Path) -> None:
@@ -290,7 +274,7 @@ def test_a_signal_to_the_monitor_reaches_a_threaded_pythons_main_thread(variants
     restart_syscall the others do not make). Both false alarms came in about half of
     the runs here."""
     for run in range(SIGNAL_RUNS // 2):
-        monitor = MveeProcess("run", "-n", variants, "--", PYTHON, "-c", GIL_WAITER,
+        monitor = MveeProcess("run", "-n", variants, "--", PYTHON, str(PROGRAMS / "gil_waiter.py"),
                               report=tmp_path / "report.json", ready=b"ready\n")
         time.sleep(0.1)  # the main thread in its loop
         monitor.process.send_signal(signal.SIGUSR1)
