@@ -62,6 +62,7 @@ from mvee.signals import (
     has_own_instances_dropped,
     raised_by_leader_only,
 )
+from mvee.syscall_spec import Policy
 from mvee.tsc import TscEmulator
 from mvee.variant import Variant
 from mvee.verdict import Alarm, Verdict
@@ -264,10 +265,12 @@ class SignalExecutor:
             return False  # the original call comes back as a fresh entry stop
         return True
 
-    def restarted_call(self, variant: Variant) -> int | None:
-        """What a restart_syscall at this variant's entry re-enters: the number of the
-        last call a signal interrupted in it."""
-        return self.seams[variant.index].last_interrupted
+    def restarts_local_call(self, variant: Variant, abi: Abi) -> bool:
+        """Whether a restart_syscall at this variant's entry re-enters a LOCAL call: the
+        last one a signal interrupted in it."""
+        restarted = self.seams[variant.index].last_interrupted
+        spec = engine.row_of(abi, restarted)[1] if restarted is not None else None
+        return spec is not None and spec.policy is Policy.LOCAL
 
     def on_signal_stop(self, stop: SignalStop) -> None:
         variant, regs = stop.variant, stop.regs

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, replace
 
 from mvee import engine, events, ptrace_api
-from mvee.abi import Abi
 from mvee.engine import Call
 from mvee.events import Event, Waiter, WaitFor, Waiting
 from mvee.execution import ENDING_GRACE, PolicyExecutor
@@ -255,7 +254,7 @@ class VariantSet:
                                            is Policy.LOCAL
                                            or self.policy.own_files.is_local(variant, call)
                                            or (call.spec.restarts_interrupted
-                                               and self._restarts_local(variant, stop.abi)))
+                                               and self.executor.restarts_local_call(variant, stop.abi)))
         if local:
             self._check_loop_page(variant, call)
         variant.call = call
@@ -264,13 +263,6 @@ class VariantSet:
         if local and Proceed(variant.index) in decisions:
             self.local_syscalls += 1
             self.executor.resume(variant)
-
-    def _restarts_local(self, variant: Variant, abi: Abi) -> bool:
-        restarted = self.executor.restarted_call(variant)
-        if restarted is None:
-            return False
-        spec = engine.row_of(abi, restarted)[1]
-        return spec is not None and spec.policy is Policy.LOCAL
 
     def _check_loop_page(self, variant: Variant, call: Call) -> None:
         """The wait-loop page is the monitor's: a variant that remaps it is stopped."""
