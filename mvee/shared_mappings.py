@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from dataclasses import dataclass
 
 from mvee.engine import Call
@@ -58,7 +59,8 @@ def own_copy(variant: Variant, call: Call) -> tuple[dict[int, int], FileRange] |
     flags = call.args[flags_at]
     if flags & _MAP_TYPE == mmap.MAP_PRIVATE or not call.args[prot_at] & mmap.PROT_WRITE:
         return None
-    if _held_by_the_monitor(variant, call.args[fd_at]):
+    target = _writable_file(variant, call.args[fd_at])
+    if target is None or _held_by_the_monitor(target):
         return None
     assert call.spec is not None and call.spec.changes_mappings_at is not None
     length = call.args[call.spec.changes_mappings_at[1]]
@@ -66,12 +68,21 @@ def own_copy(variant: Variant, call: Call) -> tuple[dict[int, int], FileRange] |
     return arguments, FileRange(call.args[fd_at], call.args[offset_at] * unit, length)
 
 
-def _held_by_the_monitor(variant: Variant, fd: int) -> bool:
-    """Whether a variant's fd is a file the monitor holds open itself."""
+def _writable_file(variant: Variant, fd: int) -> os.stat_result | None:
+    """The regular file a variant's fd has open for reading and writing; None for anything
+    else (a bad fd, a read-only open, a device): its call then fails, or maps, in every
+    variant alike, as the leader's does."""
     try:
         target = os.stat(f"/proc/{variant.pid}/fd/{fd}")
-    except OSError:
-        return False
+        with open(f"/proc/{variant.pid}/fdinfo/{fd}") as info:
+            flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return target if stat.S_ISREG(target.st_mode) and flags & os.O_ACCMODE == os.O_RDWR else None
+
+
+def _held_by_the_monitor(target: os.stat_result) -> bool:
+    """Whether a file is one the monitor holds open itself."""
     for own in os.listdir("/proc/self/fd"):
         try:
             held = os.fstat(int(own))

@@ -110,6 +110,16 @@ PYTHON_CHILDREN = {
                               "p.start()\n"
                               "print(q.get())\n"
                               "p.join()\n"),
+    # A writable shared mapping of a file open read-only fails in every variant (not only
+    # the leader's: a follower's must not become its own memory then).
+    "shared-mapping-refused": ("import mmap, os\n"
+                               "with open('mapped', 'wb') as f:\n"
+                               "    f.write(b'x' * 4096)\n"
+                               "fd = os.open('mapped', os.O_RDONLY)\n"
+                               "try:\n"
+                               "    mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)\n"
+                               "except PermissionError as error:\n"
+                               "    print('refused', error.errno)\n"),
     "asyncio-pidfd": ("import asyncio, os, select, subprocess, warnings\n"
                       "warnings.simplefilter('ignore', DeprecationWarning)\n"
                       "child = subprocess.Popen(['/bin/sh', '-c', 'exit 3'])\n"
