@@ -41,12 +41,19 @@ class PolicyExecutor:
     def __init__(self, variants: list[Variant], signal_executor: SignalExecutor, pids: PidMap) -> None:
         self.variants = variants
         self.pids = pids
-        self.leader = variants[0]
-        self.followers = variants[1:]
         self.signals = signal_executor  # runs the variants to their stops, signal-aware
         # Each follower's epoll cookies, against the leader's (mvee.syscall_spec.EpollEvent).
-        self.cookies: dict[int, Cookies] = {follower.index: {} for follower in self.followers}
+        self.cookies: dict[int, Cookies] = {follower.index: {} for follower in variants[1:]}
         self.own_files = OwnFiles(variants)
+
+    # The set's list, read each time: a follower's thread may change sets (mvee.thread_pairing).
+    @property
+    def leader(self) -> Variant:
+        return self.variants[0]
+
+    @property
+    def followers(self) -> list[Variant]:
+        return self.variants[1:]
 
     def execute(self, calls: list[Call]) -> Waiting[None]:
         """Run the agreed call (every variant at its entry), then release them all. A

@@ -16,7 +16,7 @@ import errno
 import signal
 import time
 
-from mvee import ptrace_api
+from mvee import ptrace_api, thread_pairing
 from mvee.events import CloneEvent, Event, Exited, GroupStop, Interrupted, SignalStop, Waiter
 from mvee.pids import PidMap
 from mvee.ptrace_api import Memory
@@ -36,6 +36,7 @@ class Monitor:
         self.set_of = {v.pid: self.sets[0] for v in variants}
         # Per parent process: the children it created that no set has yet, in order.
         self.unpaired: dict[int, list[tuple[int, bool]]] = {}  # (PID or TID, a thread)
+        self.partner_changes = 0  # threads of a follower that changed partners (mvee.thread_pairing)
 
     @property
     def syscalls(self) -> int:
@@ -80,6 +81,7 @@ class Monitor:
                                       "local_syscalls": sum(s.local_syscalls for s in self.sets)}
         if len(self.sets) > 1:
             details["sets"] = [s.describe() for s in self.sets]
+            details["partner_changes"] = self.partner_changes
         return details
 
     def _serve(self) -> Outcome:
@@ -87,6 +89,8 @@ class Monitor:
             variant.run_on()
         while True:
             self._settle()
+            if self._change_partners(time.monotonic()):
+                continue
             running = [s for s in self.sets if not s.ended]
             if not running:
                 return self._final_outcome()
@@ -126,6 +130,25 @@ class Monitor:
                     moved = True
                 elif variant_set.step():
                     moved = True
+
+    def _change_partners(self, now: float) -> bool:
+        """Threads of a process that stalled crosswise change partners
+        (mvee.thread_pairing); whether any did."""
+        due = [s for s in self.sets if s.pairing_due(now)]
+        if not due or self.unpaired:
+            return False
+        changed = False
+        for process in {id(s.process): s.process for s in due}.values():
+            sets = [s for s in self.sets if s.process is process and not s.ended]
+            changes = thread_pairing.repair(sets, self.set_of)
+            self.partner_changes += changes
+            if changes:
+                changed = True
+            else:
+                for variant_set in due:
+                    if variant_set.process is process:
+                        variant_set.looked_at_pairing(now)
+        return changed
 
     def _dispatch(self, event: Event) -> None:
         pid = event.variant.pid

@@ -26,10 +26,14 @@ class PidMap:
 
     def add(self, pids: list[int]) -> None:
         """A new set: variant i's process `pids[i]`."""
-        leader = pids[0]
         for index, pid in enumerate(pids):
-            self.real[index][leader] = pid
-            self.virtual[index][pid] = leader
+            self.pair(pids[0], index, pid)
+
+    def pair(self, leader: int, index: int, pid: int) -> None:
+        """Variant `index`'s counterpart of the leader's thread `leader` is now `pid`
+        (mvee.thread_pairing)."""
+        self.real[index][leader] = pid
+        self.virtual[index][pid] = leader
 
     def is_known(self, value: int) -> bool:
         """Whether a PID argument names the caller (0) or a process of the variants (a set's

@@ -140,6 +140,12 @@ class SignalSeam:
     interrupts: int = 0  # SIGSTOPs sent to stop it while it ran with signals held back
     raise_when_stopped: list[int] = field(default_factory=list)  # signals to raise then
 
+    def quiet(self) -> bool:
+        """Nothing of a signal or an interrupted call in progress on this side."""
+        return (self.parked_regs is None and self.rewound is None and self.held_in is None
+                and not self.mirrored and not self.held_back and not self.interrupts
+                and not self.raise_when_stopped)
+
 
 class InjectionError(Exception):
     pass
@@ -460,6 +466,16 @@ class SignalExecutor:
         elif isinstance(event, SignalStop | GroupStop):  # not synchronised while alone in a call
             ptrace_api.resume_to_syscall(variant.pid, event.signum)
         return False, None
+
+    def quiet(self) -> bool:
+        """No signal in flight in the set, on either side of the seam."""
+        return self.signals.quiet() and not self.mirrored_ahead and all(seam.quiet() for seam in self.seams)
+
+    def exchange(self, other: SignalExecutor, index: int) -> None:
+        """Variant `index`'s threads of this set and the other changed places
+        (mvee.thread_pairing): their seams and records go with them."""
+        self.seams[index], other.seams[index] = other.seams[index], self.seams[index]
+        self.signals.exchange(other.signals, index)
 
     def loop_address(self, variant: Variant) -> int | None:
         return self.seams[variant.index].loop_address

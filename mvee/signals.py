@@ -393,6 +393,17 @@ class SignalCoordinator:
     def has_pending(self) -> bool:
         return any(v.pending for v in self.variants)
 
+    def quiet(self) -> bool:
+        """No signal in flight: none pending, being synchronised, parked for or in a handler."""
+        return (self.current is None and not self.has_pending() and not self.handlers_running
+                and not (self.resent or self.converging or self.fallback or self.deferred)
+                and not any(v.parked for v in self.variants))
+
+    def exchange(self, other: SignalCoordinator, index: int) -> None:
+        """Variant `index`'s record and the other set's change places: that variant's
+        threads of the two sets changed partners (mvee.thread_pairing)."""
+        self.variants[index], other.variants[index] = other.variants[index], self.variants[index]
+
     def on_rendezvous(self, now: float, blocked: frozenset[int] = frozenset()) -> list[Decision]:
         """All live variants wait at one synchronised syscall, with the signals in `blocked`
         blocked (the same in all: masks change only at syscalls). `sync`, `converge`: a

@@ -107,6 +107,12 @@ class TscEmulator:
         variant.run_on()
         return True
 
+    def quiet(self) -> bool:
+        """Every variant read the counter as often: no reading waits for another. A
+        variant's thread may then change sets (mvee.thread_pairing), taking up the count
+        of its new set."""
+        return len(set(self.executed)) == 1
+
     def disagreement(self) -> str | None:
         """At a synchronised syscall: why the variants' TSC reads differ, or None."""
         if len(set(self.executed)) == 1:

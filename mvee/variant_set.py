@@ -33,6 +33,10 @@ from mvee.verdict import Alarm, Verdict, early_exit_alarm
 # How long variants sleeping in a LOCAL call may keep the others of their set waiting at
 # a rendezvous before the set is taken to have diverged (mvee.variant_set._check_stall).
 STALL_SECONDS = 3.0
+# How long a thread set waits at a partial rendezvous before the monitor looks whether its
+# process's threads stalled crosswise (mvee.thread_pairing), and again after each look
+# that found none (doubled each time).
+PAIRING_FIRST_LOOK = 0.001
 
 
 @dataclass
@@ -69,6 +73,7 @@ class VariantSet:
         self.waiting_for: WaitFor | None = None  # what it waits for
         self.ended_early: float | None = None  # when a thread of the set ended before the others
         self.partial_since: float | None = None  # since when some variants wait at a rendezvous
+        self.pairing_wait = PAIRING_FIRST_LOOK  # from partial_since to the next look at the pairing
 
     @property
     def ended(self) -> bool:
@@ -96,8 +101,19 @@ class VariantSet:
         """When `on_deadline` is due if nothing else happens first."""
         deadlines = [d for d in (self.signals.next_deadline(),
                                  self.ended_early and self.ended_early + ENDING_GRACE,
-                                 self.partial_since and self.partial_since + STALL_SECONDS) if d]
+                                 self.partial_since and self.partial_since + STALL_SECONDS,
+                                 self.process.threaded and self.partial_since
+                                 and self.partial_since + self.pairing_wait) if d]
         return min(deadlines) if deadlines else None
+
+    def pairing_due(self, now: float) -> bool:
+        """Whether its process's thread pairing is to be looked at (mvee.thread_pairing)."""
+        return (self.process.threaded and self.partial_since is not None
+                and now >= self.partial_since + self.pairing_wait)
+
+    def looked_at_pairing(self, now: float) -> None:
+        if self.partial_since is not None:
+            self.pairing_wait = max(2 * self.pairing_wait, now - self.partial_since + PAIRING_FIRST_LOOK)
 
     def describe(self) -> dict[str, object]:
         """The set in the report."""
@@ -148,6 +164,7 @@ class VariantSet:
                 self.partial_since = None
             elif self.partial_since is None:
                 self.partial_since = time.monotonic()
+                self.pairing_wait = PAIRING_FIRST_LOOK
             return False
         self.partial_since = None
         ending = self.process.ending  # no call runs then: every thread of it dies where it is

@@ -1,0 +1,99 @@
+"""Which thread of a follower is the counterpart of which thread of the leader.
+
+Threads pair up at their creation (the k-th thread each process creates, mvee.monitor)
+and each pair runs in lockstep as a thread set (mvee.variant_set). Threads that take
+turns at one job (a queue of work, sort's merge tree) may take the turns in another
+order in each variant: the call the leader's thread A makes is made, in a follower, by
+its thread B, while the follower's A sleeps in a futex waiting for work (or for a
+lock B holds). Then neither pair can go on: A waits at the rendezvous for a
+counterpart asleep in its own process, and so does the follower's B, whose
+counterpart, the leader's B, sleeps until A's call is done. A stall, not a divergence:
+natively either thread could have made the call.
+
+When every thread of the leader's process and of the follower's is stopped at a
+rendezvous or asleep in a call (nothing would change without the monitor), and a
+follower's thread waits at a call equal to the one a leader's thread waits at with its
+own counterpart asleep, the follower's two threads change partners: the waiting one
+joins the leader's waiting thread, the sleeping one the leader's sleeping thread. The
+pairs' records move with them (where each stands, its side of the signal seam, its
+virtual TID); only sets with no signal in flight change partners. The calls are still
+compared one by one: what a process does is the same in every variant, call for call,
+whichever of its threads does it. A leader's thread whose call no follower thread makes
+still stalls (mvee.variant_set._check_stall).
+"""
+
+from __future__ import annotations
+
+from mvee import engine, ptrace_api
+from mvee.signals import Where
+from mvee.variant import Variant
+from mvee.variant_set import VariantSet
+
+# How long a thread set waits at a partial rendezvous before its process is looked at,
+# and again after a look that found some thread still running (doubled each time).
+FIRST_LOOK = 0.001
+
+
+def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int:
+    """Change partners where the threads of one process stalled crosswise (see above);
+    how many pairs did. `process_sets`: every set of the process, its own and its threads';
+    `set_of`: the monitor's set of each PID, kept up to date."""
+    sets = [s for s in process_sets if s.call is None and all(v.alive for v in s.variants)]
+    if len(sets) < 2:
+        return 0
+    followers = len(sets[0].variants)
+    repaired = 0
+    for index in range(1, followers):
+        if not _still(process_sets, 0) or not _still(process_sets, index):
+            continue
+        for waiting in sets:
+            if _at_call(waiting, 0) and not _at_call(waiting, index):
+                partner = _partner(waiting, index, sets)
+                if partner is not None:
+                    _exchange(waiting, partner, index, set_of)
+                    repaired += 1
+    return repaired
+
+
+def _at_call(variant_set: VariantSet, index: int) -> bool:
+    return (variant_set.signals.where(index) is Where.AT_SYSCALL
+            and variant_set.variants[index].call is not None)
+
+
+def _still(process_sets: list[VariantSet], index: int) -> bool:
+    """Whether every live thread of variant `index`'s process is stopped at a rendezvous
+    or asleep in a call: none would move without the monitor."""
+    threads = [s for s in process_sets if s.variants[index].alive]
+    return all(_at_call(s, index) or ptrace_api.blocked_in(s.variants[index].pid) is not None
+               for s in threads)
+
+
+def _partner(waiting: VariantSet, index: int, sets: list[VariantSet]) -> VariantSet | None:
+    """Another set whose variant `index` waits at the call `waiting`'s leader waits at,
+    while its own leader does not; both sets with no signal in flight."""
+    leader_call = waiting._as_leader_sees(0, waiting.variants[0].call)  # type: ignore[arg-type]
+    for other in sets:
+        if other is waiting or not _at_call(other, index) or _at_call(other, 0):
+            continue
+        call = other._as_leader_sees(index, other.variants[index].call)  # type: ignore[arg-type]
+        if engine.compare([leader_call, call]) is None and _quiet(waiting, other):
+            return other
+    return None
+
+
+def _quiet(first: VariantSet, second: VariantSet) -> bool:
+    """No signal in flight in either set, and no time-stamp counter read that some of a
+    set's variants made and others not yet (mvee.tsc)."""
+    return all(s.executor.quiet() and s.executor.tsc.quiet() for s in (first, second))
+
+
+def _exchange(waiting: VariantSet, partner: VariantSet, index: int, set_of: dict[int, VariantSet]) -> None:
+    """Variant `index`'s threads of the two sets change places."""
+    arriving: Variant = partner.variants[index]
+    leaving: Variant = waiting.variants[index]
+    waiting.variants[index], partner.variants[index] = arriving, leaving
+    waiting.executor.exchange(partner.executor, index)
+    set_of[arriving.pid], set_of[leaving.pid] = waiting, partner
+    waiting.pids.pair(waiting.variants[0].pid, index, arriving.pid)
+    partner.pids.pair(partner.variants[0].pid, index, leaving.pid)
+    waiting.partial_since = partner.partial_since = None
