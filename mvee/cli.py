@@ -189,7 +189,7 @@ def _run(executables: list[str], program_argv: list[str], report_path: str | Non
         try:
             for index, executable in enumerate(executables):
                 variants.append(start(index, executable, program_argv, seccomp, agent.environment()))
-            monitor = Monitor(variants, options)
+            monitor = Monitor(variants, options, change_partners=not use_lock_agent)
             outcome = monitor.run()
         except StartError as error:
             kill_all(variants)

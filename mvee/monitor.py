@@ -27,8 +27,13 @@ from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcom
 
 
 class Monitor:
-    def __init__(self, variants: list[Variant], options: SignalOptions | None = None) -> None:
+    def __init__(self, variants: list[Variant], options: SignalOptions | None = None,
+                 change_partners: bool = True) -> None:
+        """`change_partners`: threads that stalled crosswise change partners
+        (mvee.thread_pairing); not under the lock agent, which keys each thread's turns
+        by the TID it saw at its start."""
         self.variants = variants  # the first set's
+        self.change_partners = change_partners
         self.options = options or SignalOptions()
         self.waiter = Waiter(variants)
         self.pids = PidMap(len(variants))
@@ -134,7 +139,7 @@ class Monitor:
     def _change_partners(self, now: float) -> bool:
         """Threads of a process that stalled crosswise change partners
         (mvee.thread_pairing); whether any did."""
-        due = [s for s in self.sets if s.pairing_due(now)]
+        due = [s for s in self.sets if s.pairing_due(now)] if self.change_partners else []
         if not due or self.unpaired:
             return False
         changed = False
