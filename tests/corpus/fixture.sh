@@ -21,6 +21,10 @@ printf 'import sys\nprint(sum(int(line) for line in open(sys.argv[1])))\n' > sum
 printf 'import asyncio\nasync def main():\n    child = await asyncio.create_subprocess_exec("/bin/sh", "-c", "echo child; exit 3")\n    print(await child.wait())\nasyncio.run(main())\n' > child.py
 printf 'all:\n\t$(info made $@)\n\t@:\n' > info.mk
 printf 'a.txt\nb.txt\n' > list.txt
+# sort sorts an input of this size in threads, one per CPU (up to 8)
+awk 'BEGIN { for (i = 0; i < 300000; i++) print (i * 7919) % 300007 }' > large.txt
+# three threads take turns at the next item, each writing the one it took
+printf 'import sys, threading\nlock = threading.Lock()\nitems = iter(range(300))\ndef work():\n    while True:\n        with lock:\n            item = next(items, None)\n            if item is None:\n                return\n            print("item", item, flush=True)\n        sum(range(2000))\nthreads = [threading.Thread(target=work) for _ in range(3)]\nfor thread in threads:\n    thread.start()\nfor thread in threads:\n    thread.join()\n' > turns.py
 
 mkdir -p tree/sub/deeper tmp www
 printf 'needle in a\n' > tree/one.txt
