@@ -33,11 +33,11 @@ class Monitor:
         (mvee.thread_pairing); not under the lock agent, which keys each thread's turns
         by the TID it saw at its start."""
         self.variants = variants  # the first set's
-        self.change_partners = change_partners
         self.options = options or SignalOptions()
         self.waiter = Waiter(variants)
         self.pids = PidMap(len(variants))
-        self.sets = [VariantSet(0, variants, None, self.waiter, self.options, self.pids)]
+        self.sets = [VariantSet(0, variants, None, self.waiter, self.options, self.pids,
+                                change_partners=change_partners)]
         self.set_of = {v.pid: self.sets[0] for v in variants}
         # Per parent process: the children it created that no set has yet, in order.
         self.unpaired: dict[int, list[tuple[int, bool]]] = {}  # (PID or TID, a thread)
@@ -139,7 +139,7 @@ class Monitor:
     def _change_partners(self, now: float) -> bool:
         """Threads of a process that stalled crosswise change partners
         (mvee.thread_pairing); whether any did."""
-        due = [s for s in self.sets if s.pairing_due(now)] if self.change_partners else []
+        due = [s for s in self.sets if s.pairing_due(now)]
         if not due or self.unpaired:
             return False
         changed = False
@@ -194,7 +194,7 @@ class Monitor:
                             thread=thread, traced_by=origin.traced_by, tgid=origin.tgid if thread else pid)
                     for (index, origin), pid in zip(enumerate(parent.variants), children, strict=True)]
         variant_set = VariantSet(len(self.sets), variants, parent, self.waiter, self.options, self.pids,
-                                 thread)
+                                 thread, parent.change_partners)
         variant_set.inherit(parent)
         self.sets.append(variant_set)
         for variant in variants:

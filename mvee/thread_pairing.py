@@ -14,7 +14,12 @@ When every thread of the leader's process and of the follower's is stopped at a
 rendezvous or asleep in a call (nothing would change without the monitor), and a
 follower's thread waits at a call equal to the one a leader's thread waits at with its
 own counterpart asleep, the follower's two threads change partners: the waiting one
-joins the leader's waiting thread, the sleeping one the leader's sleeping thread. The
+joins the leader's waiting thread, the sleeping one the leader's sleeping thread.
+Threads that both took a turn (git grep's workers, each opening the file it took) wait
+at different calls, crosswise: the leader's A and the follower's B open one file, the
+leader's B and the follower's A another. Such a set waits (MISMATCH_WAIT at most,
+mvee.variant_set) for a follower thread that makes its leader's call, and they change
+partners at once: nothing else needs to stand still. The
 pairs' records move with them (where each stands, its side of the signal seam, its
 virtual TID); only sets with no signal in flight change partners. The calls are still
 compared one by one: what a process does is the same in every variant, call for call,
@@ -35,29 +40,42 @@ FIRST_LOOK = 0.001
 
 
 def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int:
-    """Change partners where the threads of one process stalled crosswise (see above);
-    how many pairs did. `process_sets`: every set of the process, its own and its threads';
-    `set_of`: the monitor's set of each PID, kept up to date."""
+    """Change partners where the threads of one process took turns in another order (see
+    above); how many pairs did. `process_sets`: every set of the process, its own and its
+    threads'; `set_of`: the monitor's set of each PID, kept up to date."""
     sets = [s for s in process_sets if s.call is None and all(v.alive for v in s.variants)]
     if len(sets) < 2:
         return 0
-    followers = len(sets[0].variants)
-    repaired = 0
-    for index in range(1, followers):
-        if not _still(process_sets, 0) or not _still(process_sets, index):
-            continue
+    changes = 0
+    for index in range(1, len(sets[0].variants)):
+        still: bool | None = None  # looked up once, when needed
         for waiting in sets:
-            if _at_call(waiting, 0) and not _at_call(waiting, index):
-                partner = _partner(waiting, index, sets)
-                if partner is not None:
-                    _exchange(waiting, partner, index, set_of)
-                    repaired += 1
-    return repaired
+            if not _at_call(waiting, 0):
+                continue
+            if _at_call(waiting, index):
+                if _same_call(waiting, 0, waiting, index):
+                    continue
+            else:
+                if still is None:
+                    still = _still(process_sets, 0) and _still(process_sets, index)
+                if not still:
+                    continue
+            partner = _partner(waiting, index, sets)
+            if partner is not None:
+                _exchange(waiting, partner, index, set_of)
+                changes += 1
+    return changes
 
 
 def _at_call(variant_set: VariantSet, index: int) -> bool:
     return (variant_set.signals.where(index) is Where.AT_SYSCALL
             and variant_set.variants[index].call is not None)
+
+
+def _same_call(first: VariantSet, first_index: int, second: VariantSet, second_index: int) -> bool:
+    calls = [s._as_leader_sees(i, s.variants[i].call)  # type: ignore[arg-type]
+             for s, i in ((first, first_index), (second, second_index))]
+    return engine.compare(calls) is None
 
 
 def _still(process_sets: list[VariantSet], index: int) -> bool:
@@ -71,12 +89,11 @@ def _still(process_sets: list[VariantSet], index: int) -> bool:
 def _partner(waiting: VariantSet, index: int, sets: list[VariantSet]) -> VariantSet | None:
     """Another set whose variant `index` waits at the call `waiting`'s leader waits at,
     while its own leader does not; both sets with no signal in flight."""
-    leader_call = waiting._as_leader_sees(0, waiting.variants[0].call)  # type: ignore[arg-type]
     for other in sets:
-        if other is waiting or not _at_call(other, index) or _at_call(other, 0):
+        if (other is waiting or not _at_call(other, index)
+                or (_at_call(other, 0) and _same_call(other, 0, other, index))):
             continue
-        call = other._as_leader_sees(index, other.variants[index].call)  # type: ignore[arg-type]
-        if engine.compare([leader_call, call]) is None and _quiet(waiting, other):
+        if _same_call(waiting, 0, other, index) and _quiet(waiting, other):
             return other
     return None
 
@@ -96,4 +113,5 @@ def _exchange(waiting: VariantSet, partner: VariantSet, index: int, set_of: dict
     set_of[arriving.pid], set_of[leaving.pid] = waiting, partner
     waiting.pids.pair(waiting.variants[0].pid, index, arriving.pid)
     partner.pids.pair(partner.variants[0].pid, index, leaving.pid)
-    waiting.partial_since = partner.partial_since = None
+    for variant_set in (waiting, partner):
+        variant_set.partial_since = variant_set.mismatched_since = None

@@ -37,6 +37,15 @@ STALL_SECONDS = 3.0
 # process's threads stalled crosswise (mvee.thread_pairing), and again after each look
 # that found none (doubled each time).
 PAIRING_FIRST_LOOK = 0.001
+# How long a thread set's call that every variant executes (an open, a close) waits for
+# another thread set's of its process to end. A leader-first open runs in the leader,
+# then in the others: two threads' opens in between would give their fds in the leader's
+# order in one variant and in another order in the next. A call still running by then
+# blocks (a FIFO's open): the other's runs meanwhile, whole, in every variant.
+FD_ORDER_WAIT = 0.05
+# How long a thread set whose variants wait at different calls waits for their threads to
+# change partners (mvee.thread_pairing) before the divergence alarm. No call runs meanwhile.
+MISMATCH_WAIT = 1.0
 
 
 @dataclass
@@ -48,12 +57,29 @@ class Process:
     # kills was delivered in it (mvee.signal_executor). Its threads then die one by one,
     # each wherever the end finds it: a set half dead is the process's end, not a divergence.
     ending: bool = False
+    # The thread set whose call every variant executes (an open, a close) is in progress,
+    # and since when: another thread set's such call waits for it (FD_ORDER_WAIT at most),
+    # so that each variant's fd table changes in the leader's order.
+    every_call: VariantSet | None = None
+    every_call_since: float = 0.0
+
+    def waits_for_every_call(self, variant_set: VariantSet, now: float) -> float | None:
+        """Until when `variant_set`'s call that every variant executes waits for another
+        thread set's; None: it need not."""
+        other = self.every_call
+        if other is None or other is variant_set or other.call is None:
+            return None
+        until = self.every_call_since + FD_ORDER_WAIT
+        return until if now < until else None
 
 
 class VariantSet:
     def __init__(self, number: int, variants: list[Variant], parent: VariantSet | None, waiter: Waiter,
-                 options: SignalOptions, pids: PidMap, thread: bool = False) -> None:
+                 options: SignalOptions, pids: PidMap, thread: bool = False,
+                 change_partners: bool = False) -> None:
+        """`change_partners`: its threads may change partners (mvee.thread_pairing)."""
         self.number = number
+        self.change_partners = change_partners
         self.naming = _SetNaming(self)  # the context of its work: its alarms name it
         self.thread = thread  # threads (CLONE_THREAD) of the parent set's processes
         self.variants = variants
@@ -74,6 +100,10 @@ class VariantSet:
         self.ended_early: float | None = None  # when a thread of the set ended before the others
         self.partial_since: float | None = None  # since when some variants wait at a rendezvous
         self.pairing_wait = PAIRING_FIRST_LOOK  # from partial_since to the next look at the pairing
+        # Since when the variants wait at different calls, in a process with threads: a
+        # follower's thread may be waiting for the leader's at the call that another of
+        # its threads makes (mvee.thread_pairing). An alarm after MISMATCH_WAIT.
+        self.mismatched_since: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -100,20 +130,29 @@ class VariantSet:
     def next_deadline(self) -> float | None:
         """When `on_deadline` is due if nothing else happens first."""
         deadlines = [d for d in (self.signals.next_deadline(),
+                                 self.process.waits_for_every_call(self, time.monotonic()),
                                  self.ended_early and self.ended_early + ENDING_GRACE,
                                  self.partial_since and self.partial_since + STALL_SECONDS,
-                                 self.process.threaded and self.partial_since
-                                 and self.partial_since + self.pairing_wait) if d]
+                                 self.mismatched_since and self.mismatched_since + MISMATCH_WAIT,
+                                 self.process.threaded and self._incomplete_since()
+                                 and self._incomplete_since() + self.pairing_wait) if d]
         return min(deadlines) if deadlines else None
+
+    def _incomplete_since(self) -> float | None:
+        """Since when its variants wait at a rendezvous that cannot go on as it is: some
+        of them not there yet, or at different calls."""
+        return self.partial_since or self.mismatched_since
 
     def pairing_due(self, now: float) -> bool:
         """Whether its process's thread pairing is to be looked at (mvee.thread_pairing)."""
-        return (self.process.threaded and self.partial_since is not None
-                and now >= self.partial_since + self.pairing_wait)
+        since = self._incomplete_since()
+        return (self.change_partners and self.process.threaded and since is not None
+                and now >= since + self.pairing_wait)
 
     def looked_at_pairing(self, now: float) -> None:
-        if self.partial_since is not None:
-            self.pairing_wait = max(2 * self.pairing_wait, now - self.partial_since + PAIRING_FIRST_LOOK)
+        since = self._incomplete_since()
+        if since is not None:
+            self.pairing_wait = max(2 * self.pairing_wait, now - since + PAIRING_FIRST_LOOK)
 
     def describe(self) -> dict[str, object]:
         """The set in the report."""
@@ -160,6 +199,7 @@ class VariantSet:
             if Where.RUNNING not in wheres and Where.PARKED not in wheres:
                 raise Alarm(Verdict.ERROR, f"internal error: every variant of set {self.number} is "
                             "stopped, none at a syscall")
+            self.mismatched_since = None
             if Where.AT_SYSCALL not in wheres:
                 self.partial_since = None
             elif self.partial_since is None:
@@ -191,11 +231,24 @@ class VariantSet:
         self.temp_names.reconcile(calls)  # names made from the layout
         compared = [self._as_leader_sees(index, call) for index, call in enumerate(calls)]
         reason = engine.compare(compared) or self.executor.tsc.disagreement()
+        if reason and self.change_partners and self.process.threaded:
+            now = time.monotonic()
+            if self.mismatched_since is None:  # looked at at once: the partner may be waiting
+                self.mismatched_since, self.pairing_wait = now, 0.0
+            if now < self.mismatched_since + MISMATCH_WAIT:
+                return False  # another thread of a follower may make the leader's call
+        self.mismatched_since = None
         if reason:
             raise Alarm(Verdict.DIVERGENCE, reason, compared)
         unsupported = calls[0].unsupported_reason
         if unsupported:
             raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
+        if self.process.threaded and calls[0].spec is not None and calls[0].spec.policy_for(
+                calls[0].args, True) is not Policy.LEADER:
+            now = time.monotonic()
+            if self.process.waits_for_every_call(self, now) is not None:
+                return False
+            self.process.every_call, self.process.every_call_since = self, now
         self.syscalls += 1
         self.process.ending |= bool(calls[0].spec and calls[0].spec.ends_process)
         self.start_call(self.policy.execute(calls))

@@ -373,6 +373,43 @@ def test_threads_that_take_turns_change_partners(abi: str, variants: str, build_
 
 
 @pytest.mark.parametrize("variants", VARIANTS)
+@pytest.mark.parametrize("abi", list(ABIS))
+def test_threads_opening_files_change_the_fd_tables_in_one_order(abi: str, variants: str, build_program,
+                                                                  run_mvee, tmp_path: Path) -> None:
+    """Three threads each open, read and close the file of the item they took, outside
+    their lock (turns.c with a directory). A leader-first open runs in the leader, then
+    in the others: two threads' opens in between gave the fds in another order in a
+    follower ("openat gave 3 in variant 1 but 4 in the leader", before); a thread's call
+    that every variant runs now waits for another's (FD_ORDER_WAIT)."""
+    items = tmp_path / "items"
+    items.mkdir()
+    for item in range(100):
+        (items / str(item)).write_bytes(b"x" * (item * 37 + 5))
+    program = build_program("turns", abi, "-pthread")
+    report = assert_as_natively(run_mvee, [str(program), "100", "3", str(items)], variants, tmp_path)
+    assert sum(s["thread"] for s in report["sets"]) == 3
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
+def test_git_grep_runs_as_natively(variants: str, run_mvee, tmp_path: Path) -> None:
+    """git grep's worker threads take files from a queue and open each one they took:
+    the leader's thread A opens a file that a follower's thread B opens, while the
+    follower's A opens the one the leader's B does (an alarm at once, before: the
+    variants' threads at different calls). Such threads change partners at once."""
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    for number in range(60):
+        (repository / f"file{number}.txt").write_text("".join(
+            f"line {line} {'needle' if (number + line) % 7 == 0 else 'hay'}\n" for line in range(50)))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repository)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    changes = [assert_as_natively(run_mvee, ["/usr/bin/git", "-C", str(repository), "grep", "-n", "needle"],
+                                  variants, tmp_path)["partner_changes"] for _ in range(3)]
+    assert max(changes) >= 1, changes  # 60 files, 8 workers: some were taken in another order
+
+
+@pytest.mark.parametrize("variants", VARIANTS)
 @pytest.mark.parametrize("options", [[], ["--parallel=2"]], ids=["default", "parallel"])
 def test_sort_of_a_large_input_runs_as_natively(options: list[str], variants: str, large_input: Path,
                                                 run_mvee, tmp_path: Path) -> None:
