@@ -140,16 +140,19 @@ def compare(calls: list[Call]) -> str | None:
 
 
 def replicate_outputs(leader: Call, leader_memory: Memory, follower: Call, follower_memory: Memory,
-                      result: int, cookies: Cookies) -> None:
+                      result: int, cookies: Cookies, interrupted: bool = False) -> None:
     """Copy what the leader's kernel call wrote into the follower's out-arguments, and
-    remember what the follower must get later (its epoll cookies, in `cookies`)."""
-    if (is_error(result) and result != -EINTR) or not (leader.spec and leader.spec.replicates):
+    remember what the follower must get later (its epoll cookies, in `cookies`).
+    `interrupted`: `result` is a restart code, and only what the kernel writes then is."""
+    if ((is_error(result) and result != -EINTR and not interrupted)
+            or not (leader.spec and leader.spec.replicates)):
         return
     into = Replication(leader.abi, result, leader.args, follower.args, leader_memory, follower_memory,
                        cookies)
     for position, kind in enumerate(leader.kinds):
         source, target = leader.args[position], follower.args[position]
-        if kind is not None and kind.replicates and source != 0 and target != 0:
+        if (kind is not None and kind.replicates and source != 0 and target != 0
+                and (kind.written_when_interrupted or not interrupted)):
             kind.replicate(source, target, into)
 
 

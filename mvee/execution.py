@@ -116,7 +116,7 @@ class PolicyExecutor:
             self._give_result(follower, call, result, skipped=follower in skipped)
             assert follower.call is not None
             engine.replicate_outputs(call, self.leader.memory, follower.call, follower.memory, result,
-                                     self.cookies[follower.index])
+                                     self.cookies[follower.index], interrupted=interrupted_by_signal(result))
             unless = spec.sigpipe_unless_at
             if result == -errno.EPIPE and spec.sigpipe_on_epipe and not (
                     unless and call.args[unless[0]] & unless[1]):

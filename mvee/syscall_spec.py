@@ -111,6 +111,9 @@ class Arg:
     # A leader-only call carries something into the others through it: what the kernel
     # wrote (out-buffers), or what the monitor must remember (an epoll cookie).
     replicates: ClassVar[bool] = False
+    # The kernel writes it also when a signal interrupts the call (the time left of a
+    # sleep): replicated from the leader then too.
+    written_when_interrupted: ClassVar[bool] = False
     # Shown as a signed number of this many bits in an alarm (0: not a number, or unsigned).
     signed_bits: ClassVar[int] = 0
     # Bytes shown with their length in an alarm (a write's data, not a path).
@@ -335,6 +338,14 @@ class OutStruct(Arg):
 
 
 @dataclass(frozen=True)
+class TimeLeft(OutStruct):
+    """What is left of a sleep (nanosleep's rem), which the kernel writes when a signal
+    interrupts it: a program that sleeps on with it (rsync's msleep) sleeps the leader's."""
+
+    written_when_interrupted: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Lock(InStruct):
     """A struct flock (flock64): l_type, l_whence, l_start and l_len are compared, not
     l_pid (which the kernel ignores on a set) or the padding C code leaves uninitialised."""
@@ -495,9 +506,11 @@ class Timeout(Arg):
 
 @dataclass(frozen=True)
 class UpdatedTimeout(Timeout):
-    """A Timeout the kernel overwrites with the time left (select, pselect6, ppoll)."""
+    """A Timeout the kernel overwrites with the time left (select, pselect6, ppoll), also
+    when a signal interrupts the call."""
 
     replicates: ClassVar[bool] = True
+    written_when_interrupted: ClassVar[bool] = True
 
     def replicate(self, source: int, target: int, into: Replication) -> None:
         into.copy(source, target, into.abi.struct_sizes[self.struct])

@@ -49,6 +49,7 @@ from mvee.syscall_spec import (
     SockAddr,
     StringArray,
     Syscall,
+    TimeLeft,
     Timeout,
     UpdatedTimeout,
 )
@@ -482,12 +483,12 @@ TABLE: list[Syscall] = [
     Syscall("clock_getres", (Int("clockid"), OutStruct("res", "timespec")), LEADER),
     Syscall("clock_getres_time64", (Int("clockid"), OutStruct("res", "timespec64")), LEADER,
             I386_ONLY),
-    Syscall("nanosleep", (InStruct("req", "timespec"), OutStruct("rem", "timespec")), LEADER),
+    Syscall("nanosleep", (InStruct("req", "timespec"), TimeLeft("rem", "timespec")), LEADER),
     Syscall("clock_nanosleep", (Int("clockid"), Flags("flags"), Deadline("req", "timespec", flags="flags"),
-                                OutStruct("rem", "timespec")), LEADER),
+                                TimeLeft("rem", "timespec")), LEADER),
     Syscall("clock_nanosleep_time64", (Int("clockid"), Flags("flags"),
                                        Deadline("req", "timespec64", flags="flags"),
-                                       OutStruct("rem", "timespec64")), LEADER, I386_ONLY),
+                                       TimeLeft("rem", "timespec64")), LEADER, I386_ONLY),
     # Each variant reaps its own child: the leader first, the others its counterpart.
     Syscall("wait4", (Pid("pid"), OutStruct("status", "int"), Flags("options"),
                       OutStruct("rusage", "rusage")), LEADER_FIRST, follower_reaps=("pid", "options")),

@@ -37,12 +37,12 @@ STALL_SECONDS = 3.0
 # process's threads stalled crosswise (mvee.thread_pairing), and again after each look
 # that found none (doubled each time).
 PAIRING_FIRST_LOOK = 0.001
-# How long a thread set's call that every variant executes (an open, a close) waits for
-# another thread set's of its process to end. A leader-first open runs in the leader,
-# then in the others: two threads' opens in between would give their fds in the leader's
-# order in one variant and in another order in the next. A call still running by then
-# blocks (a FIFO's open): the other's runs meanwhile, whole, in every variant.
-FD_ORDER_WAIT = 0.05
+# How often a thread set's call that every variant executes (an open, a close), waiting
+# for another thread set's of its process to end, looks whether that one blocks
+# (Process.waits_for_every_call). A leader-first open runs in the leader, then in the
+# others: two threads' opens in between would give their fds in the leader's order in
+# one variant and in another order in the next.
+FD_ORDER_POLL = 0.002
 # How long a thread set whose variants wait at different calls waits for their threads to
 # change partners (mvee.thread_pairing) before the divergence alarm. No call runs meanwhile.
 MISMATCH_WAIT = 1.0
@@ -57,20 +57,19 @@ class Process:
     # kills was delivered in it (mvee.signal_executor). Its threads then die one by one,
     # each wherever the end finds it: a set half dead is the process's end, not a divergence.
     ending: bool = False
-    # The thread set whose call every variant executes (an open, a close) is in progress,
-    # and since when: another thread set's such call waits for it (FD_ORDER_WAIT at most),
-    # so that each variant's fd table changes in the leader's order.
+    # The thread set whose call every variant executes (an open, a close) is in progress:
+    # another thread set's such call waits for it, so that each variant's fd table
+    # changes in the leader's order.
     every_call: VariantSet | None = None
-    every_call_since: float = 0.0
 
-    def waits_for_every_call(self, variant_set: VariantSet, now: float) -> float | None:
-        """Until when `variant_set`'s call that every variant executes waits for another
-        thread set's; None: it need not."""
+    def waits_for_every_call(self, variant_set: VariantSet) -> bool:
+        """Whether `variant_set`'s call that every variant executes waits for another
+        thread set's: not once that one blocks (a FIFO's open), when this one runs whole,
+        in every variant, meanwhile."""
         other = self.every_call
         if other is None or other is variant_set or other.call is None:
-            return None
-        until = self.every_call_since + FD_ORDER_WAIT
-        return until if now < until else None
+            return False
+        return not any(v.alive and ptrace_api.blocked_in(v.pid) is not None for v in other.variants)
 
 
 class VariantSet:
@@ -104,6 +103,7 @@ class VariantSet:
         # follower's thread may be waiting for the leader's at the call that another of
         # its threads makes (mvee.thread_pairing). An alarm after MISMATCH_WAIT.
         self.mismatched_since: float | None = None
+        self.fd_order_poll: float | None = None  # when it looks again (Process.every_call)
 
     @property
     def ended(self) -> bool:
@@ -129,8 +129,7 @@ class VariantSet:
 
     def next_deadline(self) -> float | None:
         """When `on_deadline` is due if nothing else happens first."""
-        deadlines = [d for d in (self.signals.next_deadline(),
-                                 self.process.waits_for_every_call(self, time.monotonic()),
+        deadlines = [d for d in (self.signals.next_deadline(), self.fd_order_poll,
                                  self.ended_early and self.ended_early + ENDING_GRACE,
                                  self.partial_since and self.partial_since + STALL_SECONDS,
                                  self.mismatched_since and self.mismatched_since + MISMATCH_WAIT,
@@ -191,6 +190,7 @@ class VariantSet:
     def _step(self) -> bool:
         if self.call is not None:
             return False
+        self.fd_order_poll = None
         live = [v for v in self.variants if v.alive]
         if not live:
             return False
@@ -245,10 +245,10 @@ class VariantSet:
             raise Alarm(Verdict.UNSUPPORTED, unsupported, calls)
         if self.process.threaded and calls[0].spec is not None and calls[0].spec.policy_for(
                 calls[0].args, True) is not Policy.LEADER:
-            now = time.monotonic()
-            if self.process.waits_for_every_call(self, now) is not None:
+            if self.process.waits_for_every_call(self):
+                self.fd_order_poll = time.monotonic() + FD_ORDER_POLL
                 return False
-            self.process.every_call, self.process.every_call_since = self, now
+            self.process.every_call = self
         self.syscalls += 1
         self.process.ending |= bool(calls[0].spec and calls[0].spec.ends_process)
         self.start_call(self.policy.execute(calls))

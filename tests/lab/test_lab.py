@@ -15,6 +15,7 @@ group per target). What each target proves:
   synchronously (no false alarm), for each ABI the target runs;
 - a handler that only sets a flag, tested in a loop with no syscall, is seen alike in
   both variants (the converge policy);
+- threads that take turns in another order in each variant (tests/programs/turns.c);
 - processes and threads (tests/programs/family.c: fork, PIDs, kill, setpgid,
   posix_spawn, two threads) and a shell pipeline of the guest's own sh run in their
   sets as natively, for each ABI (the i386 kernel's clone takes its arguments in
@@ -231,6 +232,25 @@ def test_processes_and_threads_run_as_natively(target: str, abi: str, lab_machin
     assert b"differs" not in native.stdout
     assert result.report is not None
     assert sum(s["thread"] for s in result.report["sets"]) == 2
+
+
+@pytest.mark.parametrize("abi", ABIS)
+@pytest.mark.parametrize("target", lab_targets())
+def test_threads_taking_turns_run_as_natively(target: str, abi: str, lab_machine: Machine) -> None:
+    """Threads that take turns at writing lines, and at opening the files of the items
+    they took (tests/programs/turns.c): in another order in each variant, they change
+    partners (mvee.thread_pairing), on this target's kernel."""
+    _skip_unrunnable(lab_machine, abi)
+    program = install_program(lab_machine, "turns", abi)
+    items = f"{GUEST_DIR}/items"
+    lab_machine.ssh.run(f"mkdir -p {items} && for i in $(seq 0 59); do seq 1 $i > {items}/$i; done",
+                        timeout=60).check()
+    for argv in ([program, "60", "3"], [program, "60", "3", items]):
+        native = lab_machine.ssh.run(shlex.join(argv), timeout=300).check()
+        result = run_mvee(lab_machine, "-n", "2", "--", *argv, timeout=900)
+        assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+        assert result.report is not None
+        assert sum(s["thread"] for s in result.report["sets"]) == 3
 
 
 @pytest.mark.parametrize("target", lab_targets())
