@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from mvee import engine, events, ptrace_api
 from mvee.engine import Call
@@ -57,19 +57,19 @@ class Process:
     # kills was delivered in it (mvee.signal_executor). Its threads then die one by one,
     # each wherever the end finds it: a set half dead is the process's end, not a divergence.
     ending: bool = False
-    # The thread set whose call every variant executes (an open, a close) is in progress:
-    # another thread set's such call waits for it, so that each variant's fd table
-    # changes in the leader's order.
-    every_call: VariantSet | None = None
+    # The thread sets whose calls every variant executes (an open, a close) are in
+    # progress: another thread set's such call waits for them, so that each variant's fd
+    # table changes in the leader's order.
+    every_calls: list[VariantSet] = field(default_factory=list)
 
     def waits_for_every_call(self, variant_set: VariantSet) -> bool:
         """Whether `variant_set`'s call that every variant executes waits for another
-        thread set's: not once that one blocks (a FIFO's open), when this one runs whole,
-        in every variant, meanwhile."""
-        other = self.every_call
-        if other is None or other is variant_set or other.call is None:
-            return False
-        return not any(v.alive and ptrace_api.blocked_in(v.pid) is not None for v in other.variants)
+        thread set's: not for one that blocks (a FIFO's open, an accept), while this one
+        runs whole, in every variant."""
+        self.every_calls = [s for s in self.every_calls if s.call is not None]
+        return any(other is not variant_set and not any(
+            v.alive and ptrace_api.blocked_in(v.pid) is not None for v in other.variants)
+            for other in self.every_calls)
 
 
 class VariantSet:
@@ -103,7 +103,7 @@ class VariantSet:
         # follower's thread may be waiting for the leader's at the call that another of
         # its threads makes (mvee.thread_pairing). An alarm after MISMATCH_WAIT.
         self.mismatched_since: float | None = None
-        self.fd_order_poll: float | None = None  # when it looks again (Process.every_call)
+        self.fd_order_poll: float | None = None  # when it looks again (Process.every_calls)
 
     @property
     def ended(self) -> bool:
@@ -248,7 +248,7 @@ class VariantSet:
             if self.process.waits_for_every_call(self):
                 self.fd_order_poll = time.monotonic() + FD_ORDER_POLL
                 return False
-            self.process.every_call = self
+            self.process.every_calls.append(self)
         self.syscalls += 1
         self.process.ending |= bool(calls[0].spec and calls[0].spec.ends_process)
         self.start_call(self.policy.execute(calls))

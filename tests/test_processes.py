@@ -380,7 +380,7 @@ def test_threads_opening_files_change_the_fd_tables_in_one_order(abi: str, varia
     their lock (turns.c with a directory). A leader-first open runs in the leader, then
     in the others: two threads' opens in between gave the fds in another order in a
     follower ("openat gave 3 in variant 1 but 4 in the leader", before); a thread's call
-    that every variant runs now waits for another's (Process.every_call)."""
+    that every variant runs now waits for another's (Process.every_calls)."""
     items = tmp_path / "items"
     items.mkdir()
     for item in range(100):
