@@ -137,21 +137,23 @@ class Monitor:
                     moved = True
 
     def _change_partners(self, now: float) -> bool:
-        """Threads of a process that stalled crosswise change partners
-        (mvee.thread_pairing); whether any did."""
+        """Threads of a process (or a parent's processes of one thread) that took turns in
+        another order change partners (mvee.thread_pairing); whether any did."""
         due = [s for s in self.sets if s.pairing_due(now)]
         if not due or self.unpaired:
             return False
         changed = False
-        for process in {id(s.process): s.process for s in due}.values():
-            sets = [s for s in self.sets if s.process is process and not s.ended]
-            changes = thread_pairing.repair(sets, self.set_of)
+        for team in {s.team() for s in due}:
+            members = [s for s in self.sets if not s.ended and s.team() == team]
+            if team[0] == "siblings":  # processes with children of their own keep their partners
+                members = [s for s in members if not any(c.parent is s and not c.ended for c in self.sets)]
+            changes = thread_pairing.repair(members, self.set_of)
             self.partner_changes += changes
             if changes:
                 changed = True
             else:
                 for variant_set in due:
-                    if variant_set.process is process:
+                    if variant_set.team() == team:
                         variant_set.looked_at_pairing(now)
         return changed
 

@@ -1,4 +1,4 @@
-"""Which thread of a follower is the counterpart of which thread of the leader.
+"""Which thread (or worker process) of a follower is the counterpart of which of the leader.
 
 Threads pair up at their creation (the k-th thread each process creates, mvee.monitor)
 and each pair runs in lockstep as a thread set (mvee.variant_set). Threads that take
@@ -25,18 +25,19 @@ virtual TID); only sets with no signal in flight change partners. The calls are 
 compared one by one: what a process does is the same in every variant, call for call,
 whichever of its threads does it. A leader's thread whose call no follower thread makes
 still stalls (mvee.variant_set._check_stall).
+
+Processes of one thread that their parent forked (a multiprocessing.Pool's workers)
+take turns the same way, at a semaphore in memory they share: a stalled pair of them
+changes partners too (VariantSet.team), as long as neither has children of its own.
+Their memory is not one, so a pair's histories may differ from then on (a worker that
+counts its tasks); what they do next is compared as ever.
 """
 
 from __future__ import annotations
 
 from mvee import engine, ptrace_api
 from mvee.signals import Where
-from mvee.variant import Variant
 from mvee.variant_set import VariantSet
-
-# How long a thread set waits at a partial rendezvous before its process is looked at,
-# and again after a look that found some thread still running (doubled each time).
-FIRST_LOOK = 0.001
 
 
 def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int:
@@ -101,17 +102,14 @@ def _partner(waiting: VariantSet, index: int, sets: list[VariantSet]) -> Variant
 def _quiet(first: VariantSet, second: VariantSet) -> bool:
     """No signal in flight in either set, and no time-stamp counter read that some of a
     set's variants made and others not yet (mvee.tsc)."""
-    return all(s.executor.quiet() and s.executor.tsc.quiet() for s in (first, second))
+    return all(s.executor.quiet() and s.executor.tsc.quiet() and not s.process.ending
+               for s in (first, second))
 
 
 def _exchange(waiting: VariantSet, partner: VariantSet, index: int, set_of: dict[int, VariantSet]) -> None:
-    """Variant `index`'s threads of the two sets change places."""
-    arriving: Variant = partner.variants[index]
-    leaving: Variant = waiting.variants[index]
-    waiting.variants[index], partner.variants[index] = arriving, leaving
-    waiting.executor.exchange(partner.executor, index)
+    """Variant `index`'s members of the two sets change places."""
+    arriving, leaving = partner.variants[index], waiting.variants[index]
+    waiting.exchange(partner, index)
     set_of[arriving.pid], set_of[leaving.pid] = waiting, partner
     waiting.pids.pair(waiting.variants[0].pid, index, arriving.pid)
     partner.pids.pair(partner.variants[0].pid, index, leaving.pid)
-    for variant_set in (waiting, partner):
-        variant_set.partial_since = variant_set.mismatched_since = None

@@ -127,13 +127,28 @@ class VariantSet:
         for seam, parents in zip(self.executor.seams, parent.executor.seams, strict=True):
             seam.loop, seam.loop_address = parents.loop, parents.loop_address
 
+    def exchange(self, other: VariantSet, index: int) -> None:
+        """Variant `index`'s members of this set and the other change places, with their
+        records (mvee.thread_pairing): where each stands and its side of the signal seam,
+        its own /proc files, epoll cookies and temporary names (one object for the
+        threads of a process: a place changed with itself)."""
+        self.variants[index], other.variants[index] = other.variants[index], self.variants[index]
+        self.executor.exchange(other.executor, index)
+        for mine, theirs in ((self.policy.own_files.fds, other.policy.own_files.fds),
+                             (self.policy.cookies, other.policy.cookies),
+                             (self.temp_names.names, other.temp_names.names)):
+            mine[index], theirs[index] = theirs[index], mine[index]
+        for variant_set in (self, other):
+            variant_set.partial_since = variant_set.mismatched_since = None
+
     def next_deadline(self) -> float | None:
         """When `on_deadline` is due if nothing else happens first."""
         deadlines = [d for d in (self.signals.next_deadline(), self.fd_order_poll,
                                  self.ended_early and self.ended_early + ENDING_GRACE,
                                  self.partial_since and self.partial_since + STALL_SECONDS,
                                  self.mismatched_since and self.mismatched_since + MISMATCH_WAIT,
-                                 self.process.threaded and self._incomplete_since()
+                                 self.change_partners and self._incomplete_since()
+                                 and self.team() is not None
                                  and self._incomplete_since() + self.pairing_wait) if d]
         return min(deadlines) if deadlines else None
 
@@ -142,11 +157,21 @@ class VariantSet:
         of them not there yet, or at different calls."""
         return self.partial_since or self.mismatched_since
 
+    def team(self) -> tuple[str, int] | None:
+        """Which sets' members may change partners with its own (mvee.thread_pairing): the
+        threads of its process; for a process of one thread, the other such processes its
+        parent set forked (a Pool's workers, which take tasks from one queue)."""
+        if self.process.threaded:
+            return ("threads", id(self.process))
+        if self.parent is not None and not self.thread:
+            return ("siblings", id(self.parent))
+        return None
+
     def pairing_due(self, now: float) -> bool:
-        """Whether its process's thread pairing is to be looked at (mvee.thread_pairing)."""
+        """Whether its team's pairing is to be looked at (mvee.thread_pairing)."""
         since = self._incomplete_since()
-        return (self.change_partners and self.process.threaded and since is not None
-                and now >= since + self.pairing_wait)
+        return (self.change_partners and since is not None and now >= since + self.pairing_wait
+                and self.team() is not None)
 
     def looked_at_pairing(self, now: float) -> None:
         since = self._incomplete_since()
