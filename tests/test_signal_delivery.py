@@ -133,7 +133,7 @@ def test_converge_policy_sees_a_flag_read_between_two_syscalls_alike(abi: str, b
     assert all(status == 0 for status, _ in outcomes), outcomes
 
 
-FLAG_IDIOM_ROUNDS = 3  # scripts/stress-signals runs them many more times
+FLAG_IDIOM_ROUNDS = 3  # scripts/stress runs them many more times
 
 
 @pytest.mark.parametrize("variants", [2, 3])

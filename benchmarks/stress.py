@@ -1,9 +1,11 @@
-"""Signal stress (issue 10): the flag idioms, many times each, under the default policy.
+"""Race stress: the signal flag idioms and workers taking turns, many times each.
 
 Real programs handle signals by a flag that their main code tests between two syscalls or
-in a loop with none, or (CPython) by a handler the eval loop runs at its next check. Each
-run of such a program under ``mvee run`` must give the native run's stdout and exit status:
-a false alarm (divergence) between identical variants is the failure this looks for.
+in a loop with none, or (CPython) by a handler the eval loop runs at its next check; their
+threads and worker processes take turns at one job in another order in each variant
+(mvee.thread_pairing). Each run of such a program under ``mvee run`` must give the native
+run's stdout and exit status: a false alarm (divergence) between identical variants is
+the failure this looks for.
 
 Programs (tests/programs/), each built with ``gcc -m64`` and ``gcc -m32`` as the tests do:
 * ``flags spin``: a one-shot timer, ``while (!flag) work();`` with no syscall;
@@ -15,11 +17,13 @@ Programs (tests/programs/), each built with ``gcc -m64`` and ``gcc -m32`` as the
 * ``kill_child``: a parent signals the child it just forked, twice, and waits for it in
   sigsuspend (a set's first signal; a follower's own instance and the monitor's copy);
 * ``gil_waiter.py`` (x86_64 only): SIGUSR1 to the monitor while CPython's main thread naps
-  and waits for the GIL beside a computing thread.
+  and waits for the GIL beside a computing thread;
+* ``turns``: three threads take turns at writing the next line under a mutex (their
+  partners change), and ``turns -p``, three forked worker processes sharing the mutex.
 Each runs ROUNDS times with ``-n 2`` and ``-n 3``, rounds interleaved over the cases so
 that the machine's drifting load hits them all alike.
 
-Run: ``scripts/stress-signals [--rounds N] [--json PATH]``. Prints a table, writes JSON;
+Run: ``scripts/stress [--rounds N] [--json PATH]``. Prints a table, writes JSON;
 exits 1 if any run was not identical to native, 2 on bad options.
 """
 
@@ -44,7 +48,7 @@ from mvee.signals import POLICIES
 
 HERE = Path(__file__).resolve().parent
 TEST_PROGRAMS = HERE.parent / "tests" / "programs"
-DEFAULT_JSON = HERE / "results" / "stress-signals.json"
+DEFAULT_JSON = HERE / "results" / "stress.json"
 PYTHON = "/usr/bin/python3"  # a plain interpreter, not a pyenv shim
 ABIS = {"x86_64": "-m64", "i386": "-m32"}
 DIVERGENCE_EXIT = 120
@@ -69,7 +73,8 @@ PROGRAMS = (Program("flags spin", ("x86_64", "i386")), Program("flags check", ("
             Program("waiter", ("x86_64", "i386"), sends_sigusr1=True),
             Program("py_alarm", ("x86_64",), script_arguments=(PY_ALARM_STEPS,)),
             Program("kill_child", ("x86_64", "i386")),
-            Program("gil_waiter", ("x86_64",), sends_sigusr1=True, script_arguments=()))
+            Program("gil_waiter", ("x86_64",), sends_sigusr1=True, script_arguments=()),
+            Program("turns 200 3", ("x86_64", "i386")), Program("turns -p 200 3", ("x86_64", "i386")))
 
 
 @dataclass
@@ -92,12 +97,14 @@ class Case:
     other: int = 0
     failures: list[str] = field(default_factory=list)
     ways: dict[str, int] = field(default_factory=dict)  # delivered signals per way, over the runs
+    partner_changes: int = 0  # over the runs (mvee.thread_pairing)
 
     @property
     def runs(self) -> int:
         return self.identical + self.divergent + self.other
 
     def record(self, round_index: int, outcome: Outcome) -> None:
+        self.partner_changes += int((outcome.report or {}).get("partner_changes") or 0)
         signals = (outcome.report or {}).get("signals") or {}
         for way, figures in (signals.get("ways") or {}).items():
             self.ways[way] = self.ways.get(way, 0) + int(figures.get("delivered") or 0)
@@ -113,7 +120,8 @@ class Case:
     def summary(self) -> dict[str, Any]:
         return {"program": self.program.name, "abi": self.abi, "variants": self.variants,
                 "runs": self.runs, "identical": self.identical, "divergent": self.divergent,
-                "other_failures": self.other, "failures": self.failures, "delivered_by_way": self.ways}
+                "other_failures": self.other, "failures": self.failures, "delivered_by_way": self.ways,
+                "partner_changes": self.partner_changes}
 
 
 def describe(outcome: Outcome, native: Outcome) -> str:
@@ -201,7 +209,7 @@ def cases(options: argparse.Namespace, workdir: Path) -> list[Case]:
 
 def run(options: argparse.Namespace) -> dict[str, Any]:
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="mvee-stress-signals-") as temporary:
+    with tempfile.TemporaryDirectory(prefix="mvee-stress-") as temporary:
         workdir = Path(temporary)
         report = workdir / "report.json"
         found = cases(options, workdir)
@@ -222,20 +230,21 @@ def render(results: dict[str, Any]) -> str:
               f"load average (1/5/15 min) at start {start[0]:.2f}/{start[1]:.2f}/{start[2]:.2f}, "
               f"at end {end[0]:.2f}/{end[1]:.2f}/{end[2]:.2f}; "
               f"{results['rounds']} round(s), {results['policy']} policy\n"
-              "ways: signals delivered in-code / at-syscall / wait-loop, over the runs")
+              "ways: signals delivered in-code / at-syscall / wait-loop, over the runs; "
+              "partners: partner changes of threads or workers, over the runs")
     rows = [["program", "abi", "n", "runs", "identical", "divergent", "other failures", "ways",
-             "first failure"]]
+             "partners", "first failure"]]
     for r in results["results"]:
         ways = r["delivered_by_way"]
         rows.append([r["program"], r["abi"], str(r["variants"]), str(r["runs"]), str(r["identical"]),
                      str(r["divergent"]), str(r["other_failures"]),
                      "/".join(str(ways.get(w, 0)) for w in ("in-code", "at-syscall", "wait-loop")),
-                     r["failures"][0][:160] if r["failures"] else ""])
+                     str(r["partner_changes"]), r["failures"][0][:160] if r["failures"] else ""])
     return f"{header}\n\n{table(rows)}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stress-signals", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="stress", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50, help="runs of each case (50)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file ({DEFAULT_JSON})")
     names = [p.name for p in PROGRAMS]
@@ -268,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(results))
         options.json.write_text(json.dumps(results, indent=2) + "\n")
     except (BenchError, OSError) as error:
-        print(f"stress-signals: {error}", file=sys.stderr)
+        print(f"stress: {error}", file=sys.stderr)
         return 2
     print(f"\nJSON written to {options.json}")
     runs = sum(r["runs"] for r in results["results"])
