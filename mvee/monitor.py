@@ -29,9 +29,9 @@ from mvee.verdict import Alarm, Outcome, Verdict, early_exit_alarm, final_outcom
 class Monitor:
     def __init__(self, variants: list[Variant], options: SignalOptions | None = None,
                  change_partners: bool = True) -> None:
-        """`change_partners`: threads that stalled crosswise change partners
-        (mvee.thread_pairing); not under the lock agent, which keys each thread's turns
-        by the TID it saw at its start."""
+        """`change_partners`: threads (and worker processes) that took turns in another
+        order in each variant change partners (mvee.thread_pairing); not under the lock
+        agent, which keys each thread's turns by the TID it saw at its start."""
         self.variants = variants  # the first set's
         self.options = options or SignalOptions()
         self.waiter = Waiter(variants)
@@ -41,7 +41,7 @@ class Monitor:
         self.set_of = {v.pid: self.sets[0] for v in variants}
         # Per parent process: the children it created that no set has yet, in order.
         self.unpaired: dict[int, list[tuple[int, bool]]] = {}  # (PID or TID, a thread)
-        self.partner_changes = 0  # threads of a follower that changed partners (mvee.thread_pairing)
+        self.partner_changes = 0  # a follower's threads or workers that changed partners
 
     @property
     def syscalls(self) -> int:
