@@ -151,10 +151,14 @@ class Monitor:
             self.partner_changes += changes
             if changes:
                 changed = True
-            else:
-                for variant_set in due:
-                    if variant_set.team() == team:
-                        variant_set.looked_at_pairing(now)
+                continue
+            mismatched = [s for s in members if s.mismatched_since is not None]
+            if mismatched and thread_pairing.settled(members):
+                for variant_set in mismatched:  # its alarm now: nothing will mend it
+                    variant_set.no_partner_coming = changed = True
+            for variant_set in due:
+                if variant_set.team() == team:
+                    variant_set.looked_at_pairing(now)
         return changed
 
     def _dispatch(self, event: Event) -> None:

@@ -18,7 +18,8 @@ joins the leader's waiting thread, the sleeping one the leader's sleeping thread
 Threads that both took a turn (git grep's workers, each opening the file it took) wait
 at different calls, crosswise: the leader's A and the follower's B open one file, the
 leader's B and the follower's A another. Such a set waits (MISMATCH_WAIT at most,
-mvee.variant_set) for a follower thread that makes its leader's call, and they change
+mvee.variant_set; its alarm comes at once when the team has `settled` with no change
+that mends it) for a follower thread that makes its leader's call, and they change
 partners at once: nothing else needs to stand still. The
 pairs' records move with them (where each stands, its side of the signal seam, its
 virtual TID); only sets with no signal in flight change partners. The calls are still
@@ -66,6 +67,12 @@ def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int
                 _exchange(waiting, partner, index, set_of)
                 changes += 1
     return changes
+
+
+def settled(team: list[VariantSet]) -> bool:
+    """Whether no member of the team, in any variant, would move without the monitor:
+    each stopped at a rendezvous or asleep in a call."""
+    return all(_still(team, index) for index in range(len(team[0].variants)))
 
 
 def _at_call(variant_set: VariantSet, index: int) -> bool:

@@ -44,8 +44,11 @@ PAIRING_FIRST_LOOK = 0.001
 # one variant and in another order in the next.
 FD_ORDER_POLL = 0.002
 # How long a thread set whose variants wait at different calls waits for their threads to
-# change partners (mvee.thread_pairing) before the divergence alarm. No call runs meanwhile.
-MISMATCH_WAIT = 1.0
+# change partners (mvee.thread_pairing) before the divergence alarm, at most: the alarm
+# comes at once when the team has settled (no thread would move without the monitor)
+# and no change mends it. No call runs meanwhile. (1 s was too short under load: a
+# partner still computing arrived after it.)
+MISMATCH_WAIT = STALL_SECONDS
 
 
 @dataclass
@@ -103,6 +106,7 @@ class VariantSet:
         # follower's thread may be waiting for the leader's at the call that another of
         # its threads makes (mvee.thread_pairing). An alarm after MISMATCH_WAIT.
         self.mismatched_since: float | None = None
+        self.no_partner_coming = False  # its team settled with no change that mends it
         self.fd_order_poll: float | None = None  # when it looks again (Process.every_calls)
 
     @property
@@ -259,8 +263,8 @@ class VariantSet:
         if reason and self.change_partners and self.process.threaded:
             now = time.monotonic()
             if self.mismatched_since is None:  # looked at at once: the partner may be waiting
-                self.mismatched_since, self.pairing_wait = now, 0.0
-            if now < self.mismatched_since + MISMATCH_WAIT:
+                self.mismatched_since, self.pairing_wait, self.no_partner_coming = now, 0.0, False
+            if now < self.mismatched_since + MISMATCH_WAIT and not self.no_partner_coming:
                 return False  # another thread of a follower may make the leader's call
         self.mismatched_since = None
         if reason:
