@@ -71,8 +71,10 @@ def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int
 
 def settled(team: list[VariantSet]) -> bool:
     """Whether no member of the team, in any variant, would move without the monitor:
-    each stopped at a rendezvous or asleep in a call."""
-    return all(_still(team, index) for index in range(len(team[0].variants)))
+    each stopped at a rendezvous or asleep in a call, and no call of the team in progress
+    (its end lets its threads go on)."""
+    return (all(s.call is None for s in team)
+            and all(_still(team, index) for index in range(len(team[0].variants))))
 
 
 def _at_call(variant_set: VariantSet, index: int) -> bool:
