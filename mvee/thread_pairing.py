@@ -41,11 +41,11 @@ from mvee.signals import Where
 from mvee.variant_set import VariantSet
 
 
-def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int:
-    """Change partners where the threads of one process took turns in another order (see
-    above); how many pairs did. `process_sets`: every set of the process, its own and its
-    threads'; `set_of`: the monitor's set of each PID, kept up to date."""
-    sets = [s for s in process_sets if s.call is None and all(v.alive for v in s.variants)]
+def repair(team: list[VariantSet], set_of: dict[int, VariantSet]) -> int:
+    """Change partners where the members of a team (VariantSet.team: a process's threads,
+    or a parent's worker processes) took turns in another order (see above); how many
+    pairs did. `set_of`: the monitor's set of each PID, kept up to date."""
+    sets = [s for s in team if s.call is None and all(v.alive for v in s.variants)]
     if len(sets) < 2:
         return 0
     changes = 0
@@ -59,7 +59,7 @@ def repair(process_sets: list[VariantSet], set_of: dict[int, VariantSet]) -> int
                     continue
             else:
                 if still is None:
-                    still = _still(process_sets, 0) and _still(process_sets, index)
+                    still = _still(team, 0) and _still(team, index)
                 if not still:
                     continue
             partner = _partner(waiting, index, sets)
@@ -83,17 +83,17 @@ def _at_call(variant_set: VariantSet, index: int) -> bool:
 
 
 def _same_call(first: VariantSet, first_index: int, second: VariantSet, second_index: int) -> bool:
-    calls = [s._as_leader_sees(i, s.variants[i].call)  # type: ignore[arg-type]
+    calls = [s.as_leader_sees(i, s.variants[i].call)  # type: ignore[arg-type]
              for s, i in ((first, first_index), (second, second_index))]
     return engine.compare(calls) is None
 
 
-def _still(process_sets: list[VariantSet], index: int) -> bool:
-    """Whether every live thread of variant `index`'s process is stopped at a rendezvous
+def _still(team: list[VariantSet], index: int) -> bool:
+    """Whether every live member of variant `index` in the team is stopped at a rendezvous
     or asleep in a call: none would move without the monitor."""
-    threads = [s for s in process_sets if s.variants[index].alive]
+    members = [s for s in team if s.variants[index].alive]
     return all(_at_call(s, index) or ptrace_api.blocked_in(s.variants[index].pid) is not None
-               for s in threads)
+               for s in members)
 
 
 def _partner(waiting: VariantSet, index: int, sets: list[VariantSet]) -> VariantSet | None:

@@ -258,7 +258,7 @@ class VariantSet:
                 self.executor.resume(variant)
             return True
         self.temp_names.reconcile(calls)  # names made from the layout
-        compared = [self._as_leader_sees(index, call) for index, call in enumerate(calls)]
+        compared = [self.as_leader_sees(index, call) for index, call in enumerate(calls)]
         reason = engine.compare(compared) or self.executor.tsc.disagreement()
         if reason and self.change_partners and self.process.threaded:
             now = time.monotonic()
@@ -283,7 +283,7 @@ class VariantSet:
         self.start_call(self.policy.execute(calls))
         return True
 
-    def _as_leader_sees(self, index: int, call: Call) -> Call:
+    def as_leader_sees(self, index: int, call: Call) -> Call:
         """The call with its PID arguments as virtual PIDs (mvee.pids), for the comparison."""
         positions = engine.pid_arguments(call)
         if not positions:
