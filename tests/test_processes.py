@@ -402,10 +402,10 @@ def test_git_grep_runs_as_natively(variants: str, run_mvee, tmp_path: Path) -> N
     """git grep's worker threads take files from a queue and open each one they took:
     the leader's thread A opens a file that a follower's thread B opens, while the
     follower's A opens the one the leader's B does (an alarm at once, before: the
-    variants' threads at different calls). Such threads change partners at once. (Under
-    heavy load about 1 run in 40 still stops: each worker checks once whether stdout is
-    a terminal, and a pair changed back may have done so in one variant only: the limit
-    of thread-local state in docs/architecture.md.)"""
+    variants' threads at different calls). Such threads change partners at once.
+    `--no-color`: with colour "auto", git's workers race to fill a static cache of
+    isatty(1), so how many of them make the ioctl differs from run to run (natively too):
+    a race outside any lock, the limit in docs/architecture.md, not what this tests."""
     repository = tmp_path / "repository"
     repository.mkdir()
     for number in range(60):
@@ -414,8 +414,8 @@ def test_git_grep_runs_as_natively(variants: str, run_mvee, tmp_path: Path) -> N
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repository)]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
-    report = assert_as_natively(run_mvee, ["/usr/bin/git", "-C", str(repository), "grep", "-n", "needle"],
-                                variants, tmp_path)
+    report = assert_as_natively(run_mvee, ["/usr/bin/git", "-C", str(repository), "grep", "--no-color", "-n",
+                                            "needle"], variants, tmp_path)
     assert report["partner_changes"] >= 1  # 60 files: some were taken in another order (8 to 46 here)
 
 
