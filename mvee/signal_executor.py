@@ -126,9 +126,13 @@ class SignalSeam:
     # often it is resumed there (a SIGCONT delivered, then the SIGINT behind it). A LOCAL
     # call (a thread's futex) is made at a point of the variant's own.
     synchronised: int | None = None
-    # Its last stop was the exit of rt_sigreturn: a signal stop now means the code the
-    # handler interrupted has not run an instruction since.
+    # Every variant ran rt_sigreturn since its last stop, and the registers its last
+    # handler returns to: a signal stop with those registers (`_at_return`) means the code
+    # the handler interrupted has not run an instruction since. (Not any stop after a
+    # return: a loop that ran 10 ms since is no starved program.)
     returned_from_handler: bool = False
+    returns_to: bytes | None = None
+    signal_regs: bytes = b""  # the registers at its last signal stop
     # The leader's timer signals sent to it and not yet seen there: (signum, siginfo).
     mirrored: list[tuple[int, bytes]] = field(default_factory=list)
     # Standard signals it has set aside, blocked by the monitor while it runs on to its
@@ -198,7 +202,9 @@ class SignalExecutor:
                 if self.signals.kills(decision.signum) and self.waiter.forwarded_lately(decision.signum):
                     self.process.ending = True  # every variant got it: each goes down
                 if self.signals.runs_handler(decision.signum):
-                    self.seams[variant.index].rewound = None  # the kernel restarts or fails it now
+                    seam = self.seams[variant.index]
+                    seam.rewound = None  # the kernel restarts or fails it now
+                    seam.returns_to = seam.signal_regs
                 # else (SIGCONT, an ignored signal) the kernel enters the rewound call again:
                 # its code still goes with a later release at that entry.
                 self.resume(variant, decision.signum)
@@ -296,6 +302,7 @@ class SignalExecutor:
             self.carry_out(self.signals.on_loop_timeout(variant.index))
         if seam.rewound is not None:
             regs = self._undo_rewind(variant, regs)
+        seam.signal_regs = regs
         # A parked variant's sleep is the loop's, not a call of the program: undelivered,
         # the signal lets the kernel restart it.
         interrupted = None if seam.parked_regs is not None else _interrupted_call(regs)
@@ -320,7 +327,8 @@ class SignalExecutor:
             # merged with the one it has set aside: the others have their copy already.
         elif si_code in (SI_USER, SI_TKILL) and stop.sender == os.getpid():
             info = self._mirrored_info(variant, stop.signum) or info
-        after_handler, seam.returned_from_handler = seam.returned_from_handler, False
+        after_handler = seam.returned_from_handler and _at_return(regs, seam.returns_to)
+        seam.returned_from_handler = False
         self_sent = si_code in (SI_USER, SI_TKILL) and stop.sender == variant.tgid
         seam.held_in = (interrupted, regs) if interrupted else None
         at_call_exit = self_sent or (interrupted is not None and interrupted.nr == seam.synchronised)
@@ -618,6 +626,7 @@ class SignalExecutor:
         """Deliver the signal; a parked variant first gets its syscall back."""
         seam = self.seams[variant.index]
         seam.rewound = seam.held_in = None
+        seam.returns_to = seam.signal_regs if seam.parked_regs is None else seam.parked_regs
         pid = variant.pid
         if seam.parked_regs is not None:
             ptrace_api.set_regs(pid, HOST.with_registers(seam.parked_regs, {"ax": seam.restart_code}))
@@ -686,6 +695,23 @@ class SignalExecutor:
                                           "orig_ax": rewound.nr, "ax": rewound.code})
         ptrace_api.set_regs(variant.pid, regs)
         return regs
+
+
+def _at_return(regs: bytes, returns_to: bytes | None) -> bool:
+    """Whether a variant stopped with `regs` stands where its handler returned to, with
+    `returns_to` (its registers when the signal was delivered): at that instruction, or
+    at the syscall instruction before it that the kernel restarts, `ax` then the call's
+    number again."""
+    if returns_to is None:
+        return False
+    ip, back = HOST.register(regs, "ip"), HOST.register(returns_to, "ip")
+    return ip in (back, back - SYSCALL_INSTRUCTION_LENGTH) and _context(regs) == _context(returns_to)
+
+
+def _context(regs: bytes) -> bytes:
+    """The registers but those a return to a restarted call changes (and orig_ax, which
+    only says which syscall stopped it last)."""
+    return HOST.with_registers(regs, {"ip": 0, "ax": 0, "orig_ax": 0})
 
 
 def _interrupted_call(regs: bytes) -> InterruptedCall | None:

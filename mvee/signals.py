@@ -280,6 +280,7 @@ class SignalCoordinator:
         self.handlers_running = 0  # deliveries whose handler has not returned (rt_sigreturn)
         self.delays = DelaySample()  # seconds, first stop to last release, per delivery
         self.ways = {way: DelaySample() for way in Way}  # the same, per way of delivery
+        self.set_aside_at_return = 0  # signal stops right at a handler's return, set aside
 
     # --- what the program told the kernel ---
 
@@ -346,6 +347,7 @@ class SignalCoordinator:
             if variant.has_pending(signum):
                 self.resent.discard(index)  # a re-sent instance set aside again: send it again later
             variant.add_pending(_Pending(signum, info, now, deferred=after_handler))
+            self.set_aside_at_return += after_handler
             if converges:
                 self.converging.add(signum)
                 self._arm(now)
@@ -469,10 +471,12 @@ class SignalCoordinator:
         return decisions
 
     def statistics(self) -> dict[str, object]:
-        """Counts and delays (ms) of the deliveries, in all and per way."""
+        """Counts and delays (ms) of the deliveries, in all and per way, and how many signal
+        stops came right at a handler's return (set aside until the next tick or syscall)."""
         return {"delivered": self.delays.count, "delay_ms": self.delays.summary_ms(),
                 "ways": {way.value: {"delivered": sample.count, "delay_ms": sample.summary_ms()}
-                         for way, sample in self.ways.items()}}
+                         for way, sample in self.ways.items()},
+                "set_aside_at_handler_return": self.set_aside_at_return}
 
     def on_handler_return(self) -> None:
         """The variants returned from a signal handler (rt_sigreturn)."""

@@ -40,6 +40,26 @@ def test_cpu_bound_program_with_a_1khz_timer(abi: str, variants: int, options: t
     assert signals["loop_trap"] in (None, "int80", "syscall")
 
 
+@pytest.mark.parametrize("policy", ["converge", "sync"])
+@pytest.mark.parametrize("abi", sorted(ABIS))
+def test_a_tick_after_the_program_ran_on_from_a_handler_is_delivered(abi: str, policy: str, build_program,
+                                                                      run_mvee) -> None:
+    """Only a signal stop right at a handler's return, before the code it interrupted ran
+    an instruction, is set aside (a timer faster than a delivery would starve the program
+    otherwise). The next 100 Hz tick, 10 ms of computing later, is delivered: taken for
+    one at the handler's return (the rule once looked only at whether a handler had
+    returned since the last stop), every other tick waited for the next."""
+    program = build_program("ticker", abi)
+    argv = [str(program), "100", "300", "5"]  # about 30 ticks natively
+    native = subprocess.run(argv, capture_output=True, timeout=60)
+    result = run_mvee("-n", "2", "--signal-policy", policy, "--", *argv, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == native.stdout
+    signals = result.report["signals"]
+    assert signals["delivered"] >= 10
+    assert signals["set_aside_at_handler_return"] <= signals["delivered"] // 4, signals
+
+
 @pytest.mark.parametrize("variants", [2, 3])
 @pytest.mark.parametrize("mode", ["restart", "norestart"])
 @pytest.mark.parametrize("abi", sorted(ABIS))
