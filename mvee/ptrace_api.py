@@ -232,13 +232,16 @@ def pending_siginfos(pid: int, limit: int = 32, shared: bool = True) -> list[byt
 
 
 def _signal_masks(pid: int) -> dict[str, int]:
-    """SigPnd, ShdPnd and SigBlk of a tracee (/proc/PID/status): bit N-1 is signal N."""
+    """SigPnd, ShdPnd and SigBlk of a tracee (/proc/PID/status): bit N-1 is signal N;
+    and Threads, its process's thread count."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             key, _, value = line.partition(":")
             if key in ("SigPnd", "ShdPnd", "SigBlk"):
                 fields[key] = int(value.strip(), 16)
+            elif key == "Threads":
+                fields[key] = int(value)
     return fields
 
 
@@ -255,6 +258,15 @@ def blocked_signals(pid: int) -> frozenset[int]:
 
 def has_deliverable_signal(pid: int) -> bool:
     return bool(_deliverable_signals(pid))
+
+
+def takes_a_signal(pid: int) -> bool:
+    """Whether a stopped tracee takes a signal as it returns to user space: one pending
+    for this thread and not blocked, or for its process when it is the only thread (in a
+    process of several, another thread may take that one)."""
+    fields = _signal_masks(pid)
+    pending = fields.get("SigPnd", 0) | (fields.get("ShdPnd", 0) if fields.get("Threads") == 1 else 0)
+    return bool(pending & ~fields.get("SigBlk", 0))
 
 
 def signal_pending(pid: int, signum: int) -> bool:

@@ -5,8 +5,9 @@ each variant's side of the interrupted-call protocol (`SignalSeam`).
 - `inject_loop`: at a syscall entry, runs an mmap in the variant instead, writes the
   wait loop into that page (read+exec only: the program cannot write it), then
   rewinds so the original syscall runs again.
-- `park`: skips the syscall at an entry (nr -1) and moves the instruction pointer
-  into the wait loop, keeping the registers of the entry.
+- `park`: skips the syscall at an entry (nr -1) and, with the signal on its way,
+  rewinds the variant to enter the call again (the signal stops it first); else moves
+  the instruction pointer into the wait loop, keeping the registers of the entry.
 - `release`: restores a parked variant's registers with a restart code in `ax` and
   the syscall number in `orig_ax`, then delivers the signal: the kernel's own
   restart logic then re-runs the syscall after the handler (or returns EINTR when
@@ -64,7 +65,7 @@ from mvee.signals import (
 )
 from mvee.syscall_spec import Policy
 from mvee.tsc import TscEmulator
-from mvee.variant import Variant
+from mvee.variant import SECCOMP, Variant
 from mvee.verdict import Alarm, Verdict
 from mvee.waitloop import LoopCode
 
@@ -609,11 +610,21 @@ class SignalExecutor:
     # --- parking and releasing ---
 
     def _park(self, variant: Variant) -> None:
-        """At a syscall entry: skip the call and spin in the wait loop."""
+        """At a syscall entry: skip the call and wait for the signal in the wait loop. With
+        a signal on its way already (raised again at this entry), no loop: the variant is
+        rewound to enter the call again, the signal stops it there before an instruction,
+        and the release restarts the call after the handler (one stop fewer: the skipped
+        call's exit)."""
         seam = self.seams[variant.index]
         assert seam.loop is not None and seam.loop_address is not None
         pid = variant.pid
         regs = ptrace_api.get_regs(pid)
+        if variant.traced_by == SECCOMP and ptrace_api.takes_a_signal(pid):
+            self._rewind(variant, BY_NAME[variant.abi_name], InterruptedCall(
+                HOST.register(regs, "orig_ax"), seam.restart_code,
+                HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH), regs)
+            variant.run_on()
+            return
         ptrace_api.skip_syscall(pid)
         if self.wait_for_exit(variant) is None:
             return
