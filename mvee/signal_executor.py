@@ -336,7 +336,8 @@ class SignalExecutor:
         decisions = self.signals.on_signal(variant.index, stop.signum, info, time.monotonic(), fault,
                                            after_handler, at_call_exit)
         if Suppress(variant.index) in decisions and not interrupted and (
-                not fault and stop.signum < SIGRTMIN and stop.signum in self.signals.converging
+                not fault and stop.signum < SIGRTMIN
+                and stop.signum in self.signals.converging | self.signals.deferred
                 and not (variant.index > 0 and has_own_instances_dropped(stop.signum,
                                                                          HOST.siginfo_sender(info)[0]))):
             self._hold_back(variant, stop.signum)  # the converge deadline bounds the wait
@@ -542,7 +543,7 @@ class SignalExecutor:
                 owed = max(owed, given - (ran - seam.cpu_at_hold))
         # Half its time is enough: a variant with a share of the CPU would otherwise
         # be owed a little more at every deadline, and never be done.
-        if owed > 0 and self.signals.postpone(now + owed):
+        if owed > 0 and self.signals.converging and self.signals.postpone(now + owed):
             return
         self.carry_out(self.signals.on_deadline(now))
 

@@ -45,6 +45,9 @@ from array import array
 from dataclasses import dataclass, field
 
 POSTPONE_LIMIT = 4  # times --converge-ms: how far a starved holder's deadline moves
+# Seconds a signal stop right at a handler's return is held back at most when no variant
+# is at a syscall (a 10 kHz timer and deliveries of ~1 ms: the program runs 2/3 of the time).
+DEFERRAL = 0.002
 SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 POLICIES = ("converge", "sync", "at-syscall")
 SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
@@ -351,9 +354,11 @@ class SignalCoordinator:
             if converges:
                 self.converging.add(signum)
                 self._arm(now)
-            elif after_handler and self.policy == "sync" and self.current is None:
+            elif after_handler and self.policy != "at-syscall" and self.current is None:
+                # Held back (mvee.signal_executor) for a while: the program runs,
+                # whatever the timer's rate.
                 self.deferred.add(signum)
-                self._arm(now)
+                self._arm(now, DEFERRAL)
             return [Suppress(index)]
         if self.current is None:
             earlier = [p.since for v in self.variants for p in v.pending if p.signum == signum]
@@ -515,7 +520,10 @@ class SignalCoordinator:
         holders = [i for i in live if self.variants[i].where is Where.HELD]
         if len(holders) == len(live):
             return self._release_all(holders, signum, now)
-        pending = [i for i in live if i not in holders and self.variants[i].has_pending(signum)]
+        # An instance set aside at a handler's return waits for the variant's next stop
+        # (a tick, a syscall, the deadline), not for another variant's: resent now, it
+        # would stop the variant where it was, and a fast timer would starve the program.
+        pending = [i for i in live if i not in holders and self._has_it(i, signum)]
         if 2 * (len(holders) + len(pending)) >= len(live):
             in_code = holders and not any(self.variants[i].parked for i in holders)
             if in_code and self._converges(signum) and any(
@@ -526,6 +534,13 @@ class SignalCoordinator:
         if all(self.variants[i].where is Where.AT_SYSCALL for i in others):
             return self._set_aside(holders, signum, now)  # rule 6
         return []
+
+    def _has_it(self, index: int, signum: int) -> bool:
+        """The variant has the signal pending to be delivered now: not set aside at a
+        handler's return while it runs on (at a syscall, it has gone on to one)."""
+        variant = self.variants[index]
+        return variant.has_ready(signum) or (variant.where is not Where.RUNNING
+                                             and variant.has_pending(signum))
 
     def _converges(self, signum: int) -> bool:
         return self.policy == "converge" and signum not in self.fallback and not self.someone_died
@@ -550,11 +565,13 @@ class SignalCoordinator:
         self.deadline = moved
         return True
 
-    def _arm(self, now: float) -> None:
+    def _arm(self, now: float, bound: float | None = None) -> None:
+        """`bound`: how long variants may run on with no variant at a syscall (else
+        `converge_after`)."""
         if self.deadline is None:
             self.armed_at = now
             waiting = any(v.where is Where.AT_SYSCALL for v in self.variants)
-            self.deadline = now + (self.give_up_after if waiting else self.converge_after)
+            self.deadline = now + (self.give_up_after if waiting else bound or self.converge_after)
             self.deadline_at_syscall = waiting
 
     def _oldest_pending(self) -> tuple[int, _Pending] | None:

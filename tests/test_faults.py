@@ -372,10 +372,12 @@ def test_helpers_see_a_tagged_process(tmp_path: Path) -> None:
 
 def test_program_with_a_10khz_timer_finishes(build_program, tmp_path: Path) -> None:
     """A timer faster than a delivery (each takes longer than its 100 us period) once
-    livelocked the program: a signal at a handler's return is now deferred past the next
-    rendezvous, so main runs between deliveries, the ticks coalesced."""
+    livelocked the program: a signal at a handler's return is now held back (up to
+    DEFERRAL, or the variant's next syscall), so main runs between deliveries, the ticks
+    coalesced. 100 M steps (0.1 s natively): held back only until another variant's
+    tick, it made no progress in minutes."""
     monitor = start(tmp_path / "r.json", "-n", "2", "--", str(build_program("ticker", "x86_64")),
-                    "10000", "1", "1")
+                    "10000", "100", "1")
     try:
         result = monitor.finish(timeout=10)
     finally:

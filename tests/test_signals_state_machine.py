@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from mvee.signals import (
+    DEFERRAL,
     SI_KERNEL,
     SI_TIMER,
     SI_USER,
@@ -312,18 +313,30 @@ def test_converge_without_a_syscall_soon_is_delivered_where_they_are() -> None:
 
 
 def test_a_signal_at_a_handlers_return_waits_for_the_next_tick_or_deadline() -> None:
-    """A timer faster than a delivery must not starve the program (the 10 kHz livelock)."""
+    """A timer faster than a delivery must not starve the program (the 10 kHz livelock):
+    an instance that stops a variant right at a handler's return is set aside until the
+    variant's next stop, or for DEFERRAL at most, whatever the other variants do."""
     machine = coordinator(2, converge_after=0.05)
     assert machine.on_signal(0, ALRM, info(0), 0.0, after_handler=True) == [Suppress(0)]
-    assert machine.current is None and machine.next_deadline() == pytest.approx(0.05)
-    # The next tick in variant 1 starts a round: 0's instance, set aside, is raised again.
-    assert machine.on_signal(1, ALRM, info(1), 0.01) == [Resend(0, ALRM)]
-    assert machine.on_signal(0, ALRM, info(2), 0.02) == [Release(0, ALRM, info(0), False),
-                                                        Release(1, ALRM, info(1), False)]
+    assert machine.current is None and machine.next_deadline() == pytest.approx(DEFERRAL)
+    # Variant 1's tick (not at its return) waits for 0's next stop: 0's instance is not
+    # raised again now, which would stop it where it was (once, every tick did so).
+    assert machine.on_signal(1, ALRM, info(1), 0.0005) == [Hold(1)]
+    assert machine.on_signal(0, ALRM, info(2), 0.001) == [Release(0, ALRM, info(0), False),
+                                                         Release(1, ALRM, info(1), False)]
     assert machine.next_deadline() is None
     # Alone, a deferred instance is raised again at the deadline.
     machine.on_signal(1, ALRM, info(3), 0.1, after_handler=True)
-    assert machine.on_deadline(0.2) == [Resend(1, ALRM)]
+    assert machine.on_deadline(0.1 + DEFERRAL) == [Resend(1, ALRM)]
+
+
+def test_a_signal_set_aside_at_a_handlers_return_goes_with_the_variant_to_a_syscall() -> None:
+    """At a syscall, the program went on from the handler: its instance set aside at the
+    return counts, and is raised again as the variant is parked for the others' signal."""
+    machine = coordinator(2, converge_after=0.05)
+    assert machine.on_signal(0, ALRM, info(0), 0.0, after_handler=True) == [Suppress(0)]
+    assert machine.on_signal(1, ALRM, info(1), 0.0005) == [Hold(1)]
+    assert machine.on_syscall_entry(0, 0.001) == [Park(0), Resend(0, ALRM)]
 
 
 def test_at_syscall_policy_gives_up_when_no_syscall_comes() -> None:
