@@ -31,9 +31,11 @@ The `at-syscall` policy is the earlier approach kept for comparison: every
 signal is set aside until all variants meet at a syscall, and delivered there; one
 that no rendezvous delivers within the give-up time is a non-compliance alarm.
 In every policy, a signal that stops a variant right at the return from a handler of
-the same signal, before the interrupted code ran an instruction, is set aside until
-its next tick, syscall or deadline: delivering each instance there would let a timer
-faster than a delivery starve the program (the kernel coalesces them likewise).
+the same signal, before the interrupted code ran an instruction, is set aside (the
+executor blocks it in that variant) until the variant's next syscall or `DEFERRAL`
+(converging: the converge deadline), whatever the other variants do: delivering each
+instance there would let a timer faster than a delivery starve the program (the kernel
+coalesces them likewise).
 """
 
 from __future__ import annotations
