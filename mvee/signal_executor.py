@@ -650,10 +650,13 @@ class SignalExecutor:
 
     def _unpark(self, variant: Variant) -> None:
         """Out of the wait loop with no signal: back at the skipped call, which runs again.
-        (Without a signal the kernel's restart logic does not run: rewind by hand.)"""
+        (Without a signal the kernel's restart logic does not run: rewind by hand.) One
+        parked at its call's entry itself is let go from its signal stop without it."""
         seam = self.seams[variant.index]
         regs = seam.parked_regs
-        assert regs is not None
+        if regs is None:
+            self._set_aside(variant)
+            return
         seam.parked_regs = None
         ptrace_api.set_regs(variant.pid, HOST.with_registers(regs, {
             "ip": HOST.register(regs, "ip") - SYSCALL_INSTRUCTION_LENGTH,
