@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 
 POSTPONE_LIMIT = 4  # times --converge-ms: how far a starved holder's deadline moves
 # Seconds a signal stop right at a handler's return is held back at most when no variant
-# is at a syscall (a 10 kHz timer and deliveries of ~1 ms: the program runs 2/3 of the time).
-DEFERRAL = 0.002
+# is at a syscall: one period of a 1 kHz timer (2 ms made its p99 delay 2.4-4.6 ms, 1 ms
+# 1.2-4.4 ms); a 10 kHz timer with deliveries of ~1 ms still leaves the program half the time.
+DEFERRAL = 0.001
 SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 POLICIES = ("converge", "sync", "at-syscall")
 SI_USER, SI_KERNEL, SI_TIMER, SI_TKILL = 0, 0x80, -2, -6
