@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 
 POSTPONE_LIMIT = 4  # times --converge-ms: how far a starved holder's deadline moves
 # Seconds a signal stop right at a handler's return is held back at most when no variant
-# is at a syscall: one period of a 1 kHz timer (2 ms made its p99 delay 2.4-4.6 ms, 1 ms
-# 1.2-4.4 ms); a 10 kHz timer with deliveries of ~1 ms still leaves the program half the time.
+# is at a syscall: one period of a 1 kHz timer (its p99 delay in syscall-free programs was
+# 2.4-4.6 ms with 2 ms, 1.2-4.4 ms with 1 ms); a 10 kHz timer whose deliveries take ~1 ms
+# still leaves the program half the time.
 DEFERRAL = 0.001
 SIGRTMIN = _signal.SIGRTMIN  # standard signals below coalesce, real-time ones queue
 POLICIES = ("converge", "sync", "at-syscall")
@@ -480,7 +481,7 @@ class SignalCoordinator:
 
     def statistics(self) -> dict[str, object]:
         """Counts and delays (ms) of the deliveries, in all and per way, and how many signal
-        stops came right at a handler's return (set aside until the next tick or syscall)."""
+        stops came right at a handler's return (set aside, and held back)."""
         return {"delivered": self.delays.count, "delay_ms": self.delays.summary_ms(),
                 "ways": {way.value: {"delivered": sample.count, "delay_ms": sample.summary_ms()}
                          for way, sample in self.ways.items()},
