@@ -231,7 +231,7 @@ def pending_siginfos(pid: int, limit: int = 32, shared: bool = True) -> list[byt
     return found
 
 
-def _signal_masks(pid: int) -> dict[str, int]:
+def _status_fields(pid: int) -> dict[str, int]:
     """SigPnd, ShdPnd and SigBlk of a tracee (/proc/PID/status): bit N-1 is signal N;
     and Threads, its process's thread count."""
     fields: dict[str, int] = {}
@@ -247,12 +247,12 @@ def _signal_masks(pid: int) -> dict[str, int]:
 
 def _deliverable_signals(pid: int) -> int:
     """The mask of signals pending and not blocked in a stopped tracee."""
-    fields = _signal_masks(pid)
+    fields = _status_fields(pid)
     return (fields.get("SigPnd", 0) | fields.get("ShdPnd", 0)) & ~fields.get("SigBlk", 0)
 
 
 def blocked_signals(pid: int) -> frozenset[int]:
-    mask = _signal_masks(pid).get("SigBlk", 0)
+    mask = _status_fields(pid).get("SigBlk", 0)
     return frozenset(signum for signum in range(1, 65) if mask >> (signum - 1) & 1)
 
 
@@ -264,7 +264,7 @@ def takes_a_signal(pid: int) -> bool:
     """Whether a stopped tracee takes a signal as it returns to user space: one pending
     for this thread and not blocked, or for its process when it is the only thread (in a
     process of several, another thread may take that one)."""
-    fields = _signal_masks(pid)
+    fields = _status_fields(pid)
     pending = fields.get("SigPnd", 0) | (fields.get("ShdPnd", 0) if fields.get("Threads") == 1 else 0)
     return bool(pending & ~fields.get("SigBlk", 0))
 
@@ -278,11 +278,7 @@ def signal_pending(pid: int, signum: int) -> bool:
 
 def thread_count(pid: int) -> int:
     """How many threads the task's process has (/proc/PID/status: Threads)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 1
+    return _status_fields(pid).get("Threads", 1)
 
 
 def cpu_time(pid: int) -> float | None:

@@ -538,12 +538,14 @@ class SignalExecutor:
         that makes no syscall, not for a starved one."""
         given, owed = self.options.converge_ms / 1000, 0.0
         for variant, seam in zip(self.variants, self.seams, strict=True):
-            ran = ptrace_api.cpu_time(variant.pid) if seam.held_back and variant.alive else None
+            if not (self.signals.converging and seam.held_back and variant.alive):
+                continue  # (a signal held back at a handler's return is owed nothing)
+            ran = ptrace_api.cpu_time(variant.pid)
             if ran is not None and seam.cpu_at_hold is not None and ran - seam.cpu_at_hold < given / 2:
                 owed = max(owed, given - (ran - seam.cpu_at_hold))
         # Half its time is enough: a variant with a share of the CPU would otherwise
         # be owed a little more at every deadline, and never be done.
-        if owed > 0 and self.signals.converging and self.signals.postpone(now + owed):
+        if owed > 0 and self.signals.postpone(now + owed):
             return
         self.carry_out(self.signals.on_deadline(now))
 
